@@ -37,11 +37,33 @@ def chatlogs() -> Path:
     return CHATLOGS
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """One embedded local Ray for the session (2 CPUs, loopback, no dashboard)."""
+    """An embedded local Ray per test module (2 CPUs, loopback, no dashboard). Module scope, not session:
+    the job tests run `ray stop`, which ends every Ray on the machine."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer Llama with SmolLM2's tokenizer and chat template (head_dim 64, so vLLM's
+    CPU backend accepts it too). Its outputs are noise: tests assert plumbing and error accounting, not quality."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from wildreward.models import resolve_model
+
+    path = tmp_path_factory.mktemp("tiny_lm")
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2"))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)

@@ -40,11 +40,16 @@ def from_items(items: list[dict]):
 def read_parquet(path: str, columns: list[str] | None = None):
     import ray
 
-    return ray.data.read_parquet(path, columns=columns)
+    ds = ray.data.read_parquet(path)
+    return ds.select_columns(columns) if columns else ds
 
 
 def write_parquet(ds, path: str) -> None:
     ds.write_parquet(path)
+
+
+def rechunk(ds, rows_per_block: int):
+    return ds.repartition(target_num_rows_per_block=rows_per_block)
 
 
 def map_tables(ds, fn: Callable[..., Any], **fn_kwargs):
@@ -63,8 +68,12 @@ def map_with_actors(ds, cls: type, constructor_kwargs: dict, *, batch_size: int,
 
 
 def group_map(ds, key: str, fn: Callable[[pa.Table], pa.Table]):
-    """Apply ``fn`` to all rows sharing ``key`` (a hash shuffle)."""
-    return ds.groupby(key).map_groups(fn, batch_format="pyarrow")
+    """Apply ``fn`` to all rows sharing ``key`` (a hash shuffle into ~2 partitions per cluster CPU; Ray's
+    default of 200 partitions is pure overhead on small clusters)."""
+    import ray
+
+    partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    return ds.groupby(key, num_partitions=partitions).map_groups(fn, batch_format="pyarrow")
 
 
 def put(obj: Any):

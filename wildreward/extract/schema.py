@@ -34,10 +34,13 @@ CANDIDATE = pa.schema([
 ])
 SCORED_CANDIDATE = CANDIDATE.append(pa.field("similarity", pa.float64()))
 
-FINAL = pa.schema([f for f in ANNOTATED] + [
-    ("raw_label", pa.int64()), ("level", pa.int64()), ("mined_from", pa.string()), ("similarity", pa.float64()),
-    ("refusal_verdict", pa.int64()), ("messages", pa.list_(MESSAGE)), ("text", pa.string()),
-    ("drop_reason", pa.string()),
+# One row per annotated turn. ``label`` is the ordinal level 1-4 the RM trains on; ``annotator_label`` the
+# annotator's raw 1-5 rating; ``raw_label`` the 1-5 rating after mining and refusal validation.
+FINAL = pa.schema([f for f in TURN if f.name != "drop_reason"] + [
+    ("annotator_label", pa.int64()), ("label_probs", pa.list_(pa.float64())), ("annotation", pa.string()),
+    ("error", pa.string()), ("raw_label", pa.int64()), ("label", pa.int64()), ("mined_from", pa.string()),
+    ("similarity", pa.float64()), ("refusal_verdict", pa.int64()), ("messages", pa.list_(MESSAGE)),
+    ("text", pa.string()), ("drop_reason", pa.string()),
 ])
 
 

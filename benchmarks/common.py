@@ -1,0 +1,74 @@
+"""Shared benchmark plumbing: results as JSON + markdown, peak memory of a process tree, timers."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from wildreward.config import library_versions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class PeakMemory:
+    """Samples the summed PSS (RSS where PSS is unavailable) of this process and all its descendants —
+    the Ray workers and actors of an embedded cluster included — and keeps the peak."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s, self.peak_bytes = interval_s, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                info = proc.memory_full_info()
+                total += getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return total
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._sample())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mb(self) -> float:
+        return round(self.peak_bytes / 2**20, 1)
+
+
+@contextmanager
+def timed(into: dict, key: str):
+    start = time.perf_counter()
+    yield
+    into[key] = round(time.perf_counter() - start, 3)
+
+
+def write_results(name: str, results: dict, markdown: str) -> Path:
+    """Write ``results/<name>.json`` (numbers + machine + versions) and ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": name, "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+               "versions": library_versions(), "results": results}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{markdown.strip()}\n\nMachine: {payload['machine']}; "
+                                        f"measured {payload['time_utc']}.\n")
+    return RESULTS / f"{name}.json"

@@ -1,0 +1,109 @@
+"""End to end: real chat logs + malformed input -> run_extract on local Ray with a tiny model -> resume."""
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pytest
+
+from wildreward.config import load_config
+from wildreward.extract.config import ExtractConfig
+from wildreward.extract.pipeline import run_extract
+from wildreward.template import build_rm_text
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+BAD_LINES = [
+    b"{not json",
+    b'{"conversation_id": "x1"}',
+    b'{"conversation_id": "x2", "conversation": [{"role": "wizard", "content": "hi"}]}',
+    b'{"conversation_id": "x3", "conversation": "just text"}',
+    b'\xff\xfe{"conversation_id": "x4"}',
+    b"[1, 2, 3]",
+]
+
+
+def read_dir(path: Path, columns=None):
+    return pads.dataset(sorted(str(p) for p in path.glob("*.parquet"))).to_table(columns=columns)
+
+
+@pytest.fixture(scope="module")
+def logs_dir(tmp_path_factory, chatlogs):
+    d = tmp_path_factory.mktemp("logs")
+    for name, n in (("wildchat_sample.jsonl", 40), ("lmsys_chat_sample.jsonl", 15), ("chatbot_arena_sample.jsonl", 25)):
+        lines = (chatlogs / name).read_bytes().splitlines()[:n]
+        (d / name).write_bytes(b"\n".join(lines) + b"\n")
+    with gzip.open(d / "arena_more.jsonl.gz", "wb") as fh:
+        fh.write(b"\n".join((chatlogs / "chatbot_arena_sample.jsonl").read_bytes().splitlines()[25:40]) + b"\n")
+    (d / "bad.jsonl").write_bytes(b"\n".join(BAD_LINES) + b"\n")
+    return d
+
+
+def extract_config(out: Path, logs: Path, model: str, *extra: str) -> ExtractConfig:
+    return load_config(ExtractConfig, None, [
+        f"output_dir={out}", f"read.paths=[{logs}]", f"annotator.model={model}", "annotator.batch_size=4",
+        "split.test_size=15", "refusal.variant=code", *extra])
+
+
+def test_extract_end_to_end_then_resume(tmp_path, logs_dir, tiny_lm, ray_local):
+    out = tmp_path / "run"
+    stats = run_extract(extract_config(out, logs_dir, tiny_lm))
+
+    # Every count is explained, and the malformed records are quarantined with a reason each.
+    assert all(stats["reconciled"].values())
+    # ... plus one real WildChat conversation among the first 40 that opens with an assistant message.
+    assert sum(stats["read"]["quarantined"].values()) == len(BAD_LINES) + 1
+    assert stats["read"]["quarantined"]["role_order"] == 1
+    quarantine = read_dir(out / "quarantine")
+    assert quarantine.num_rows == len(BAD_LINES) + 1 and quarantine["quarantine_reason"].null_count == 0
+    assert stats["read"]["conversations"] == 39 + 15 + 25 + 15
+    assert stats["turns"]["kept"] > 20 and sum(stats["turns"]["dropped"].values()) > 0
+
+    train, test = read_dir(out / "train"), read_dir(out / "test")
+    assert train.num_rows > 0 and test.num_rows > 0
+    assert not set(train["conversation_id"].to_pylist()) & set(test["conversation_id"].to_pylist())
+    for table in (train, test):
+        assert set(table["label"].to_pylist()) <= {1, 2, 3, 4}
+        assert table["drop_reason"].null_count == table.num_rows and table["error"].null_count == table.num_rows
+    row = train.slice(0, 1).to_pylist()[0]
+    assert row["text"] == build_rm_text(row["history"], row["query"], row["response"])
+    assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
+
+    # Rows whose annotation failed are dropped and counted, never labelled.
+    final = read_dir(out / "stages" / "final")
+    failed = final.filter(pc.is_valid(final["error"]))
+    assert failed.num_rows == stats["annotate"]["errors"]
+    assert failed["label"].null_count == failed.num_rows
+    assert (out / "stats.json").exists() and (out / "dataset_card.md").exists() and (out / "funnel.png").exists()
+
+    # Simulate a crash in the middle of annotation: half the files gone, one cut off mid-write,
+    # no _DONE markers from annotation on.
+    ann = out / "stages" / "annotate"
+    files = sorted(ann.glob("*.parquet"))
+    assert len(files) >= 2
+    rows_in = lambda f: pads.dataset([str(f)]).count_rows()  # noqa: E731
+    removed, truncated = files[: len(files) // 2], files[-1]
+    lost = sum(rows_in(f) for f in removed) + rows_in(truncated)
+    for f in removed:
+        f.unlink()
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    for stage in ("annotate", "refusal", "mining", "final", "split"):
+        (out / "stages" / stage / "_DONE.json").unlink(missing_ok=True)
+
+    again = run_extract(extract_config(out, logs_dir, tiny_lm))
+    assert again["annotate"]["annotated_this_run"] == lost
+    assert again["annotate"]["annotated"] == stats["annotate"]["annotated"]
+    key = ["id", "label"]
+    assert sorted(read_dir(out / "train", key).to_pylist(), key=str) == sorted(train.select(key).to_pylist(), key=str)
+    assert sorted(read_dir(out / "test", key).to_pylist(), key=str) == sorted(test.select(key).to_pylist(), key=str)
+
+
+def test_changed_annotator_config_is_refused_not_mixed(tmp_path, logs_dir, tiny_lm, ray_local):
+    out = tmp_path / "run"
+    small = ["read.max_conversations=5", "split.test_size=2"]
+    run_extract(extract_config(out, logs_dir, tiny_lm, *small))
+    (out / "stages" / "annotate" / "_DONE.json").unlink()
+    with pytest.raises(RuntimeError, match="different config"):
+        run_extract(extract_config(out, logs_dir, tiny_lm, *small, "annotator.mode=freeform"))

@@ -1,0 +1,38 @@
+"""The README's main command path: a loopback Ray head + `ray job submit` of jobs/extract.py."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+
+def test_run_local_submits_extract_job(tmp_path, chatlogs, tiny_lm):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = (chatlogs / "wildchat_sample.jsonl").read_bytes().splitlines()[:12]
+    (logs / "wildchat.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    config = tmp_path / "extract.yaml"
+    config.write_text(yaml.safe_dump({
+        "read": {"paths": [str(logs)]}, "annotator": {"model": tiny_lm, "batch_size": 4},
+        "split": {"test_size": 3}}))
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "CONFIG": str(config), "RAY_PORT": "6391", "RAY_DASHBOARD_PORT": "8277"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(["bash", str(REPO / "jobs" / "run_local.sh")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=800)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "SUCCEEDED" in log and f"outputs in {out}" in log
+    assert pads.dataset(str(out / "train"), format="parquet").count_rows() > 0
+    assert (out / "stats.json").exists() and (out / "config.yaml").exists()
+    # The head was stopped on exit.
+    status = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "--address", "127.0.0.1:6391"],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert status.returncode != 0
