@@ -18,10 +18,11 @@ trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
 echo "run_local: Ray head up on 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASH)"
 
 id="wildreward-extract-$(date +%Y%m%d-%H%M%S)"
-# `ray job submit` uploads the repo (honouring .gitignore) and follows the job's logs until it ends.
-ray job submit --address "http://127.0.0.1:$DASH" --working-dir . --submission-id "$id" \
-    -- python jobs/extract.py --config "$CONFIG" "output_dir=$OUT" "$@"
-status=$(ray job status --address "http://127.0.0.1:$DASH" "$id" | tail -1)
-echo "run_local: $status"
-case "$status" in *SUCCEEDED*) ;; *) exit 1 ;; esac
+# `ray job submit` uploads the repo (honouring .gitignore), follows the job's logs until it ends and exits 1 if
+# the job failed.
+if ! ray job submit --address "http://127.0.0.1:$DASH" --working-dir . --submission-id "$id" \
+    -- python jobs/extract.py --config "$CONFIG" "output_dir=$OUT" "$@"; then
+    echo "run_local: job $id FAILED (logs above; Ray's own logs under /tmp/ray/session_latest/logs)"; exit 1
+fi
+echo "run_local: job $id SUCCEEDED"
 echo "run_local: outputs in $OUT (train/, test/, stats.json, dataset_card.md, funnel.png, stages/, quarantine/)"
