@@ -1,0 +1,112 @@
+"""Implicit feedback (hindsight) mining with a MiniLM topic gate (paper §1.5).
+
+A neutral turn whose conversation shows positive feedback (raw label 4 or 5) within the next ``lookahead`` turns,
+on the same topic, is relabelled positive: the user stayed and was pleased later, so the earlier answer most likely
+helped. "Same topic" means the cosine similarity of the two feedback messages (MiniLM embeddings) is above a
+threshold. Three steps, each a plain function so the Ray glue can run them on batches:
+
+1. ``find_mining_candidates``: (neutral turn, later positive turn) pairs; needs every turn of a conversation in
+   the same call.
+2. ``SimilarityScorer``: one similarity per pair.
+3. ``resolve_mining``: at most one new label per neutral turn, taken from the nearest gated future turn.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NEUTRAL_RAW_LABEL = 3
+POSITIVE_MIN_RAW_LABEL = 4
+PAPER_MINED_RAW_LABEL = 4   # Fig. 1 routes mined turns to level 3
+
+
+def find_mining_candidates(turns: list[dict], lookahead: int) -> list[dict]:
+    """Pair every neutral turn with each positive turn 1..``lookahead`` turns later in the same conversation.
+
+    Input order does not matter (turns are matched on ``(conversation_id, turn_index)``); the output is sorted by
+    ``(id, offset)`` so results do not depend on how Ray shuffled the rows. Turns dropped by earlier filters are
+    simply absent: the offset counts turn indices, not surviving rows.
+    """
+    by_position: dict[tuple[str, int], dict] = {}
+    for turn in turns:
+        key = (turn["conversation_id"], turn["turn_index"])
+        if key in by_position:
+            raise ValueError(f"turn {key} appears twice (ids {by_position[key]['id']!r}, {turn['id']!r})")
+        by_position[key] = turn
+
+    candidates = []
+    for (conversation_id, turn_index), turn in by_position.items():
+        if turn["label"] != NEUTRAL_RAW_LABEL:
+            continue
+        for offset in range(1, lookahead + 1):
+            future = by_position.get((conversation_id, turn_index + offset))
+            if future is None or future["label"] is None or future["label"] < POSITIVE_MIN_RAW_LABEL:
+                continue
+            candidates.append({
+                "id": turn["id"], "future_id": future["id"], "offset": offset, "future_label": future["label"],
+                "text": turn["feedback"], "future_text": future["feedback"],
+            })
+    candidates.sort(key=lambda c: (c["id"], c["offset"]))
+    return candidates
+
+
+class SimilarityScorer:
+    """Cosine similarity of ``text`` vs ``future_text`` for a batch of candidates, with the model loaded once.
+
+    A feedback message shows up in several candidates (as the neutral turn's text and as a future text), so every
+    distinct text of the call is encoded exactly once, in large length-sorted batches, and the similarities are
+    dot products of normalised embeddings.
+    """
+
+    def __init__(self, encoder_path: str, batch_size: int = 256):
+        # Imported here: torch takes seconds to import, and the other mining steps do not need it.
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(encoder_path)
+        self.batch_size = batch_size
+
+    def __call__(self, candidates: list[dict]) -> list[float]:
+        if not candidates:
+            return []
+        texts = list(dict.fromkeys(t for c in candidates for t in (c["text"], c["future_text"])))
+        row_of = {text: row for row, text in enumerate(texts)}
+        embeddings = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                       convert_to_numpy=True, show_progress_bar=False)
+        left = embeddings[[row_of[c["text"]] for c in candidates]]
+        right = embeddings[[row_of[c["future_text"]] for c in candidates]]
+        return np.einsum("ij,ij->i", left, right).astype(float).tolist()
+
+
+def score_pairwise(scorer_model, candidates: list[dict]) -> list[float]:
+    """The original script's scoring, one ``encode`` call per pair; kept only as the benchmark baseline.
+
+    ``scorer_model`` is a loaded SentenceTransformer (e.g. ``SimilarityScorer(...).model``).
+    """
+    from sentence_transformers import util
+
+    similarities = []
+    for candidate in candidates:
+        pair = scorer_model.encode([candidate["text"], candidate["future_text"]], convert_to_tensor=True,
+                                   show_progress_bar=False)
+        similarities.append(float(util.cos_sim(pair[0], pair[1])))
+    return similarities
+
+
+def resolve_mining(candidates: list[dict], similarities: list[float], threshold: float,
+                   mined_label: str) -> dict[str, dict]:
+    """Neutral turn id -> ``{"label", "mined_from", "similarity"}`` for turns that pass the topic gate.
+
+    The nearest future turn (smallest offset) whose similarity is strictly above ``threshold`` wins, and a turn is
+    mined at most once (the original script had no ``break`` and could emit a turn twice). ``mined_label``
+    "paper" gives raw label 4; "copy" copies the future turn's label, as the original code did.
+    """
+    if len(candidates) != len(similarities):
+        raise ValueError(f"{len(candidates)} candidates but {len(similarities)} similarities")
+    if mined_label not in ("paper", "copy"):
+        raise ValueError(f"mined_label must be 'paper' or 'copy', got {mined_label!r}")
+    mined: dict[str, dict] = {}
+    for candidate, similarity in sorted(zip(candidates, similarities), key=lambda p: (p[0]["id"], p[0]["offset"])):
+        if candidate["id"] in mined or not similarity > threshold:
+            continue
+        label = PAPER_MINED_RAW_LABEL if mined_label == "paper" else candidate["future_label"]
+        mined[candidate["id"]] = {"label": label, "mined_from": candidate["future_id"], "similarity": float(similarity)}
+    return mined
