@@ -246,9 +246,9 @@ def run_llm_stage(ds, stage_dir: Path, udf: type, cfg: AnnotatorConfig) -> int:
         log(f"resuming: {len(done)} rows already written")
         ds = rc.map_tables(ds, drop_ids, ids=done)
     # Small blocks = small output files = little work lost to a crash (one file is written per block).
-    todo = rc.rechunk(ds, rows_per_block=8 * cfg.batch_size).materialize()  # text only: cheap to hold
-    n = todo.count()
-    if n:  # nothing left: don't start LLM actors at all
+    todo = rc.rechunk(ds, rows_per_block=8 * cfg.batch_size)
+    n = todo.count()  # a streaming pass over text, no LLM; nothing left -> no LLM actors are started
+    if n:
         rc.write_parquet(rc.map_with_actors(todo, udf, {"cfg": cfg}, batch_size=cfg.batch_size,
                                             min_actors=cfg.min_actors, max_actors=cfg.max_actors,
                                             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus), str(stage_dir))
