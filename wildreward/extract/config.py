@@ -48,7 +48,9 @@ class AnnotatorConfig(Section):
     temperature: float = 0.5       # paper (freeform only)
     max_tokens: int = Field(256, ge=1, description="Freeform generation budget (paper: 16384 for gpt-oss-120b).")
     max_field_chars: int = Field(4000, ge=100, description="Each message shown to the annotator is cut to this.")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description=(
+        "Rows per model call. http: rows per actor call is at least 4 x http.concurrency, so the request slots "
+        "stay busy across batch boundaries."))
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, gt=0, description="Per actor; fractional on small machines.")
@@ -79,6 +81,7 @@ class MiningConfig(Section):
         "paper: mined turns get raw label 4 (level 3, Fig. 1); copy: the future turn's label (original code)."))
     encoder: str = "minilm"
     batch_size: int = 256
+    num_cpus: float = Field(1.0, gt=0, description="Per encoder actor.")
 
 
 class SplitConfig(Section):

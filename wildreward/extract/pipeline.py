@@ -90,10 +90,13 @@ class AnnotateUDF:
         return schema.to_table(rows, schema.ANNOTATED)
 
 
+REFUSAL_COLUMNS = ["id", "label", "query", "response", "error"]
+
+
 def refusal_candidates_udf(table: pa.Table, cfg: RefusalConfig) -> pa.Table:
     from wildreward.extract.refine import needs_refusal_check
 
-    rows = [r for r in table.select(["id", "label", "query", "response", "error"]).to_pylist()
+    rows = [r for r in table.to_pylist()
             if r["error"] is None and needs_refusal_check(r["label"], r["response"], cfg)]
     return pa.Table.from_pylist([{k: r[k] for k in ("id", "query", "response")} for r in rows],
                                 schema=pa.schema([("id", pa.string()), ("query", pa.string()), ("response", pa.string())]))
@@ -245,11 +248,14 @@ def run_llm_stage(ds, stage_dir: Path, udf: type, cfg: AnnotatorConfig) -> int:
     if len(done):
         log(f"resuming: {len(done)} rows already written")
         ds = rc.map_tables(ds, drop_ids, ids=done)
+    # An actor handles one batch at a time: an HTTP batch must hold several times the request concurrency or
+    # request slots idle at every batch boundary.
+    batch = max(cfg.batch_size, 4 * cfg.http.concurrency) if cfg.backend == "http" else cfg.batch_size
     # Small blocks = small output files = little work lost to a crash (one file is written per block).
-    todo = rc.rechunk(ds, rows_per_block=8 * cfg.batch_size)
+    todo = rc.rechunk(ds, rows_per_block=8 * batch)
     n = todo.count()  # a streaming pass over text, no LLM; nothing left -> no LLM actors are started
     if n:
-        rc.write_parquet(rc.map_with_actors(todo, udf, {"cfg": cfg}, batch_size=cfg.batch_size,
+        rc.write_parquet(rc.map_with_actors(todo, udf, {"cfg": cfg}, batch_size=batch,
                                             min_actors=cfg.min_actors, max_actors=cfg.max_actors,
                                             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus), str(stage_dir))
     return n
@@ -326,7 +332,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
     def refusal(d: Path) -> dict:
         if not cfg.refusal.enabled:
             return {"enabled": False}
-        cands = rc.map_tables(rc.read_parquet(str(stages / "annotate")), refusal_candidates_udf, cfg=cfg.refusal)
+        cands = rc.map_tables(rc.read_parquet(str(stages / "annotate"), columns=REFUSAL_COLUMNS),
+                              refusal_candidates_udf, cfg=cfg.refusal)
         run_llm_stage(cands, d, JudgeUDF, cfg.annotator)
         t = read_columns(d, ["id", "verdict", "judge_error"])
         return {"enabled": True, "variant": cfg.refusal.variant, "judged": t.num_rows,
@@ -344,7 +351,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
         cands = rc.group_map(labelled, "conversation_id", lambda g: candidates_udf(g, cfg.mining.lookahead))
         scored = rc.map_with_actors(cands, SimilarityUDF, {"encoder": cfg.mining.encoder,
                                                            "batch_size": cfg.mining.batch_size},
-                                    batch_size=cfg.mining.batch_size, num_cpus=min(1.0, cfg.annotator.num_cpus))
+                                    batch_size=cfg.mining.batch_size, num_cpus=cfg.mining.num_cpus)
         rc.write_parquet(scored, str(d))
         t = read_columns(d, ["id"])
         return {"enabled": True, "candidates": t.num_rows, "threshold": cfg.mining.threshold}
@@ -356,7 +363,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
         mined: dict = {}
         if cfg.mining.enabled:
-            c = read_columns(stages / "mining", schema.SCORED_CANDIDATE.names).to_pylist()
+            c = read_columns(stages / "mining", ["id", "future_id", "offset", "future_label", "similarity"]).to_pylist()
             mined = resolve_mining(c, [r["similarity"] for r in c], cfg.mining.threshold, cfg.mining.mined_label)
         verdicts: dict = {}
         if cfg.refusal.enabled:
