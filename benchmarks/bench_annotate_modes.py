@@ -32,28 +32,7 @@ for _key, _value in {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "RAY_USA
                      "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
 
-WILDCHAT = Path(os.environ.get("WILDREWARD_SHARED", "/work/shared")) / "data" / "chatlogs" / "wildchat_sample.jsonl"
-
-
-def real_turns(path: Path, n: int) -> list[dict]:
-    """The first ``n`` turns of ``path`` (in file order) that pass the default rule filters."""
-    from wildreward.extract.config import FilterConfig, ReadConfig
-    from wildreward.extract.filters import filter_reason
-    from wildreward.extract.read import plan_read_tasks, read_task
-    from wildreward.extract.turns import extract_turns
-
-    read_cfg, filters = ReadConfig(paths=[str(path)]), FilterConfig()
-    rows = []
-    for spec in plan_read_tasks(read_cfg):
-        for conv in read_task(spec, read_cfg):
-            if conv["quarantine_reason"] is not None:
-                continue
-            for turn in extract_turns(conv):
-                if filter_reason(turn, filters) is None:
-                    rows.append(turn)
-                    if len(rows) == n:
-                        return rows
-    return rows
+WILDCHAT = Path(os.environ.get("WILDREWARD_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "chatlogs" / "wildchat_sample.jsonl"
 
 
 def annotate_timed(annotator, rows: list[dict], batch_size: int) -> tuple[list[dict], float]:
@@ -99,13 +78,13 @@ def main() -> None:
     parser.add_argument("--name", default="bench_annotate_modes", help="results/<name>.json/.md")
     args = parser.parse_args()
 
-    from benchmarks.common import timed, write_results
+    from benchmarks.common import kept_turns, timed, write_results
     from wildreward.extract.annotate import RATINGS, FeedbackAnnotator
     from wildreward.extract.backends import make_backend
     from wildreward.extract.config import AnnotatorConfig
 
     load_before = os.getloadavg()
-    rows = real_turns(args.data, args.n)
+    rows = kept_turns(str(args.data), args.n)
     print(f"[bench] {len(rows)} real turns from {args.data}", flush=True)
     cfg = AnnotatorConfig(backend=args.backend, model=args.model, mode="constrained", batch_size=args.batch_size,
                           max_field_chars=args.max_field_chars, max_tokens=args.max_tokens,

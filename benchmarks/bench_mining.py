@@ -24,33 +24,11 @@ import argparse
 import os
 import random
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _key, _value in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
-
-
-def sharegpt_turns(n: int) -> list[dict]:
-    """The first ``n`` rule-filtered turns of the packaged ShareGPT V3 file, in file order."""
-    from wildreward.extract.config import FilterConfig, ReadConfig
-    from wildreward.extract.filters import filter_reason
-    from wildreward.extract.read import SHAREGPT, plan_read_tasks, read_task
-    from wildreward.extract.turns import extract_turns
-
-    cfg, filters = ReadConfig(paths=[SHAREGPT]), FilterConfig()
-    turns = []
-    for spec in plan_read_tasks(cfg):
-        for conv in read_task(spec, cfg):
-            if conv["quarantine_reason"] is not None:
-                continue
-            for turn in extract_turns(conv):
-                if filter_reason(turn, filters) is None:
-                    turns.append(turn)
-                    if len(turns) == n:
-                        return turns
-    return turns
 
 
 def all_pairs(turns: list[dict], lookahead: int) -> list[dict]:
@@ -79,14 +57,14 @@ def main() -> None:
 
     import numpy as np
 
-    from benchmarks.common import PeakMemory, timed, write_results
+    from benchmarks.common import PeakMemory, kept_turns, timed, write_results
     from wildreward.extract.mine import SimilarityScorer, score_pairwise
     from wildreward.models import resolve_model
 
     load_before = os.getloadavg()
     timings: dict = {}
     with timed(timings, "read_turns_s"):
-        turns = sharegpt_turns(args.turns)
+        turns = kept_turns("package:sharegpt", args.turns)
     candidates = all_pairs(turns, args.lookahead)
     distinct = len({t for c in candidates for t in (c["text"], c["future_text"])})
     print(f"[bench] {len(turns)} turns -> {len(candidates)} candidate pairs ({distinct} distinct texts)", flush=True)

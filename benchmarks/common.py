@@ -61,6 +61,28 @@ def timed(into: dict, key: str):
     into[key] = round(time.perf_counter() - start, 3)
 
 
+def kept_turns(path: str, n: int) -> list[dict]:
+    """The first ``n`` turns of a chat-log file (or ``package:sharegpt``), in file order, from conversations that
+    read cleanly and passing the rule filters: real annotator input, without starting Ray."""
+    from wildreward.extract.config import FilterConfig, ReadConfig
+    from wildreward.extract.filters import filter_reason
+    from wildreward.extract.read import plan_read_tasks, read_task
+    from wildreward.extract.turns import extract_turns
+
+    read_cfg, filters = ReadConfig(paths=[path]), FilterConfig()
+    turns = []
+    for spec in plan_read_tasks(read_cfg):
+        for conv in read_task(spec, read_cfg):
+            if conv["quarantine_reason"] is not None:
+                continue
+            for turn in extract_turns(conv):
+                if filter_reason(turn, filters) is None:
+                    turns.append(turn)
+                    if len(turns) == n:
+                        return turns
+    return turns
+
+
 def write_results(name: str, results: dict, markdown: str) -> Path:
     """Write ``results/<name>.json`` (numbers + machine + versions) and ``results/<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,5 @@
 """End to end: real chat logs + malformed input -> run_extract on local Ray with a tiny model -> resume."""
 import gzip
-import json
-import shutil
 from pathlib import Path
 
 import pyarrow.compute as pc
