@@ -74,15 +74,3 @@ def group_map(ds, key: str, fn: Callable[[pa.Table], pa.Table]):
 
     partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     return ds.groupby(key, num_partitions=partitions).map_groups(fn, batch_format="pyarrow")
-
-
-def put(obj: Any):
-    import ray
-
-    return ray.put(obj)
-
-
-def get(ref: Any) -> Any:
-    import ray
-
-    return ray.get(ref) if isinstance(ref, ray.ObjectRef) else ref

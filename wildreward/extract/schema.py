@@ -32,7 +32,6 @@ CANDIDATE = pa.schema([
     ("id", pa.string()), ("future_id", pa.string()), ("offset", pa.int64()), ("future_label", pa.int64()),
     ("text", pa.string()), ("future_text", pa.string()),
 ])
-SCORED_CANDIDATE = CANDIDATE.append(pa.field("similarity", pa.float64()))
 
 # One row per annotated turn. ``label`` is the ordinal level 1-4 the RM trains on; ``annotator_label`` the
 # annotator's raw 1-5 rating; ``raw_label`` the 1-5 rating after mining and refusal validation.
