@@ -67,3 +67,46 @@ def tiny_lm(tmp_path_factory) -> str:
     LlamaForCausalLM(config).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT (hidden 64) with MiniLM's tokenizer: a fast encoder backbone."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from wildreward.models import resolve_model
+
+    path = tmp_path_factory.mktemp("tiny_bert")
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=512, pad_token_id=tok.pad_token_id)
+    BertModel(config).save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def write_toy_rm_data(out: Path, train_rows: int = 256, test_rows: int = 64) -> Path:
+    """A learnable ordinal task in the extract output layout: the level is said by a word repeated in the
+    response ("awful" = 1 ... "perfect" = 4); queries and filler are random."""
+    import random
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    words = ["awful", "wrong", "fine", "perfect"]
+    filler = ["the", "a", "answer", "is", "here", "code", "python", "list", "data", "model"]
+    for split, n, seed in [("train", train_rows, 0), ("test", test_rows, 1)]:
+        rng = random.Random(seed)
+        rows = []
+        for i in range(n):
+            y = rng.randint(1, 4)
+            noise = " ".join(rng.choice(filler) for _ in range(rng.randint(3, 40)))
+            rows.append({"id": f"toy{seed}_{i}_turn0", "conversation_id": f"toy{seed}_{i}",
+                         "history": [{"role": "user", "content": "hello there"}] if i % 3 == 0 else [],
+                         "query": "please help me with this task " + noise[:20],
+                         "response": f"{words[y - 1]} " * 4 + noise[:30], "label": y})
+        (out / split).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), out / split / "part-0.parquet")
+    return out

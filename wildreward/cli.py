@@ -21,8 +21,22 @@ def run_extract_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train_command(args: argparse.Namespace) -> int:
+    from wildreward.train.config import TrainConfig
+    from wildreward.train.pipeline import run_train
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    summary = run_train(cfg)
+    final = summary.get("eval") or {}
+    print(f"steps: {summary['steps']}, final loss: {summary['final_loss']:.4f}"
+          + (f", held-out accuracy {final['accuracy']:.3f}, MAE {final['mae']:.3f}" if final else ""))
+    print(f"model: {summary['model_dir']}")
+    return 0
+
+
 COMMANDS = {
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
+    "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
 }
 
 

@@ -4,7 +4,9 @@ Pinned to Ray 2.60. Stage code builds plain Python callables; this module turns 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow as pa
@@ -37,7 +39,7 @@ def from_items(items: list[dict]):
     return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
 
 
-def read_parquet(path: str, columns: list[str] | None = None):
+def read_parquet(path: str | list[str], columns: list[str] | None = None):
     import ray
 
     ds = ray.data.read_parquet(path)
@@ -74,3 +76,90 @@ def group_map(ds, key: str, fn: Callable[[pa.Table], pa.Table]):
 
     partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     return ds.groupby(key, num_partitions=partitions).map_groups(fn, batch_format="pyarrow")
+
+
+# ---------------------------------------------------------------- Ray Train (V2, the default since Ray 2.51)
+
+def fit_torch(train_fn: Callable[[dict], None], loop_config: dict, *, datasets: dict, split: list[str],
+              num_workers: int, use_gpu: bool, cpus_per_worker: float, name: str, storage_path: str,
+              max_failures: int, num_to_keep: int):
+    """TorchTrainer.fit(). Re-running with the same ``name`` and ``storage_path`` resumes from the last checkpoint
+    (Train V2 has no ``resume_from_checkpoint``). Data order is preserved so every rank sees the same rows in
+    the same order after a restart."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    ingest = DataConfig.default_ingest_options()
+    ingest.preserve_order = True
+    trainer = TorchTrainer(
+        train_fn, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if use_gpu else {})}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep)),
+        datasets=datasets, dataset_config=DataConfig(datasets_to_split=split, execution_options=ingest))
+    return trainer.fit()
+
+
+def quiet_data_progress() -> None:
+    """No Ray Data progress bars in this process (training workers iterate shards; bars would flood the log)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def train_rank() -> tuple[int, int]:
+    import ray.train
+
+    ctx = ray.train.get_context()
+    return ctx.get_world_rank(), ctx.get_world_size()
+
+
+def train_device():
+    import ray.train.torch
+
+    return ray.train.torch.get_device()
+
+
+def train_shard(name: str):
+    import ray.train
+
+    return ray.train.get_dataset_shard(name)
+
+
+def prepare_ddp_model(model):
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model(model)
+
+
+@contextlib.contextmanager
+def restored_checkpoint():
+    """The run's latest checkpoint as a local directory (after a worker restart or a re-run), else None."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        yield None
+        return
+    with ckpt.as_directory() as d:
+        yield Path(d)
+
+
+@contextlib.contextmanager
+def result_checkpoint(result):
+    if result.checkpoint is None:
+        raise RuntimeError("training finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        yield Path(d)
+
+
+def report(metrics: dict, checkpoint_dir: str | Path | None = None) -> None:
+    """Every rank must call this at the same points (it is a barrier); each rank's directory is merged into one
+    checkpoint, which is how all ZeRO shards end up together."""
+    import ray.train
+
+    ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+    ray.train.report(metrics, checkpoint=ckpt)

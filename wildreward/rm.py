@@ -1,0 +1,153 @@
+"""The ordinal reward model: build it for training, save it in plain HF format, load it and score with it.
+
+The saved directory is a standard ``AutoModelForSequenceClassification`` checkpoint (safetensors) plus
+``wildreward.json`` (head, readout, template, score statistics), so tools that do not know this package can load
+it:
+
+- ``head: independent`` (the paper): ``num_labels=3``, reward = ``1 + Σ σ(logits)``.
+- ``head: coral``: ``num_labels=1``, a scalar score s (the usual scalar-RM convention, already fine for pairwise
+  ranking); ``wildreward.json`` holds the cut-points θ and reward = ``1 + Σ σ(s - θ_k)``.
+
+Encoders use their own pooling (BERT: [CLS] pooler); decoders use the last non-pad token, as transformers'
+``*ForSequenceClassification`` classes do.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from wildreward.ordinal import expected_rating, ordered_cutpoints
+from wildreward.template import TEMPLATE_FOOTER, TEMPLATE_HEADER, fit_rm_input
+
+META_FILE = "wildreward.json"
+FORMAT_VERSION = 1
+
+
+class OrdinalRewardModel(nn.Module):
+    """A sequence-classification backbone whose forward returns the K-1 ordinal logits.
+
+    For the coral head the cut-points live in this module and are used inside ``forward``: DeepSpeed ZeRO-3
+    only gathers partitioned parameters during forward (platform.md §4).
+    """
+
+    def __init__(self, backbone: nn.Module, head: str, num_levels: int):
+        super().__init__()
+        self.backbone, self.head, self.num_levels = backbone, head, num_levels
+        if head == "coral":
+            # Start with the cut-points spread around 0 so every threshold gets gradient from the first step.
+            init = torch.linspace(-1.0, 1.0, num_levels - 1)
+            raw = torch.cat([init[:1], torch.log(torch.expm1(torch.diff(init)))]) if num_levels > 2 else init
+            self.cutpoints_raw = nn.Parameter(raw)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = self.backbone(input_ids=input_ids, attention_mask=attention_mask).logits
+        if self.head == "coral":
+            return logits[:, :1] - ordered_cutpoints(self.cutpoints_raw)
+        return logits
+
+    def cutpoints(self) -> list[float] | None:
+        return ordered_cutpoints(self.cutpoints_raw.detach().float()).tolist() if self.head == "coral" else None
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise ValueError(f"tokenizer of {path} has neither a pad nor an eos token")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def build_model(backbone: str, head: str, num_levels: int, *, dropout: bool = False,
+                trust_remote_code: bool = False, from_config_only: bool = False) -> tuple[OrdinalRewardModel, Any]:
+    """Backbone (local path or alias) -> (OrdinalRewardModel, tokenizer). ``from_config_only`` builds the
+    architecture without reading weights (used before loading a checkpoint)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from wildreward.models import resolve_model
+
+    path = resolve_model(backbone)
+    tok = load_tokenizer(path, trust_remote_code)
+    num_labels = num_levels - 1 if head == "independent" else 1
+    config = AutoConfig.from_pretrained(path, num_labels=num_labels, trust_remote_code=trust_remote_code)
+    config.pad_token_id = tok.pad_token_id
+    config.problem_type = "multi_label_classification" if head == "independent" else "regression"
+    if not dropout:
+        # Reward-model training usually disables dropout (TRL does by default): it makes the pointwise scores
+        # noisy and training steps non-reproducible.
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout", "dropout",
+                    "classifier_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, 0.0)
+    if from_config_only:
+        net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
+    else:
+        net = AutoModelForSequenceClassification.from_pretrained(path, config=config,
+                                                                 trust_remote_code=trust_remote_code)
+    return OrdinalRewardModel(net, head, num_levels), tok
+
+
+def save_reward_model(model: OrdinalRewardModel, tokenizer, out_dir: str | Path, *, max_length: int,
+                      truncation: str, score_stats: Mapping[str, Any] | None = None,
+                      extra: Mapping[str, Any] | None = None) -> Path:
+    """Write the HF checkpoint (safetensors) + tokenizer + ``wildreward.json``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    if model.head == "independent":
+        readout = "reward = 1 + sum_k sigmoid(logits[k])"
+    else:
+        readout = "reward = 1 + sum_k sigmoid(logits[0] - cutpoints[k])"
+    meta = {"format_version": FORMAT_VERSION, "head": model.head, "num_levels": model.num_levels,
+            "cutpoints": model.cutpoints(), "readout": readout, "reward_range": [1, model.num_levels],
+            "max_length": max_length, "truncation": truncation, "template_header": TEMPLATE_HEADER,
+            "template_footer": TEMPLATE_FOOTER, "score_stats": dict(score_stats or {}), **dict(extra or {})}
+    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+class RewardModel:
+    """A saved reward model, ready to score (history, query, response) examples."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+        from transformers import AutoModelForSequenceClassification
+
+        path = Path(path)
+        meta_file = path / META_FILE
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{path} is not a wildreward reward model (no {META_FILE})")
+        self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        self.tokenizer = load_tokenizer(str(path))
+        net = AutoModelForSequenceClassification.from_pretrained(path, torch_dtype=dtype, use_safetensors=True)
+        self.model = OrdinalRewardModel(net.eval().to(device), self.meta["head"], self.meta["num_levels"])
+        if self.meta["head"] == "coral":
+            cut = torch.tensor(self.meta["cutpoints"], dtype=torch.float32)
+            self.cutpoints = cut.to(device)
+        self.device = device
+
+    def logits_for_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.meta["max_length"],
+                             return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            out = self.model.backbone(**enc).logits.float()
+        return out[:, :1] - self.cutpoints if self.meta["head"] == "coral" else out
+
+    def texts(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
+        """(history, query, response) dicts -> RM texts, fitted to the model's length as in training."""
+        return [fit_rm_input(self.tokenizer, ex.get("history"), ex["query"], ex["response"],
+                             self.meta["max_length"], self.meta["truncation"])[0] for ex in examples]
+
+    def score(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 16) -> list[float]:
+        texts = self.texts(examples)
+        scores: list[float] = []
+        for i in range(0, len(texts), batch_size):
+            scores += expected_rating(self.logits_for_texts(texts[i:i + batch_size])).tolist()
+        return scores

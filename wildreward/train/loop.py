@@ -1,0 +1,256 @@
+"""The per-worker training loop (runs inside each Ray Train worker).
+
+Every rank reads its own shard of the train set (``get_dataset_shard``), tokenises it in windows of
+``length_group_size`` micro-batches, groups rows of similar length into micro-batches (dynamic padding) and
+steps the engine. All ranks get the same number of rows (equal split), hence the same number of micro-batches,
+so collective calls always line up. Data order is a deterministic function of the seed: a resumed run skips the
+micro-batches the checkpoint already consumed and reproduces the uninterrupted run's losses.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from wildreward import ray_compat as rc
+from wildreward.ordinal import expected_rating, ordinal_metrics
+from wildreward.rm import build_model
+from wildreward.train.config import TrainConfig
+from wildreward.train.data import collate, encode_rows, group_by_length
+from wildreward.train.engine import build_engine
+
+ROW_COLUMNS = ["id", "history", "query", "response", "label"]
+
+
+def _all_reduce_sum(values: list[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def _gather(obj: Any) -> list[Any]:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+class MetricsLog:
+    """Rank 0's metrics: ``metrics.jsonl`` (train and eval records), TensorBoard when installed, console lines.
+    On resume, records after the restored step are dropped so the file has no duplicate steps."""
+
+    def __init__(self, out_dir: Path, active: bool, resume_step: int):
+        self.active, self.path, self.tb = active, out_dir / "metrics.jsonl", None
+        if not active:
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+        for module in ("torch.utils.tensorboard", "tensorboardX"):
+            try:
+                writer = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
+                self.tb = writer(str(out_dir / "tensorboard"), purge_step=resume_step + 1)
+                break
+            except ImportError:
+                continue
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch") and math.isfinite(value):
+                    self.tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+            self.tb.flush()
+
+    def say(self, msg: str) -> None:
+        if self.active:  # not print(): Ray Train patches it and the line would reach the driver twice
+            sys.stdout.write(f"[train] {msg}\n")
+            sys.stdout.flush()
+
+
+class Validation:
+    """This rank's slice of the held-out set (every world-th row), tokenised once, evaluated in length-sorted
+    batches. Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, rank: int, world: int, total_rows: int):
+        self.cfg, self.tok = cfg, tokenizer
+        rows, index = [], 0
+        for table in rc.train_shard("validation").iter_batches(batch_size=1024, batch_format="pyarrow"):
+            for row in table.select(ROW_COLUMNS).to_pylist():
+                if index % world == rank:
+                    rows.append(row)
+                index += 1
+        self.examples = encode_rows(rows, tokenizer, cfg.model.max_length, cfg.model.truncation)
+        self.examples.sort(key=lambda e: -len(e["input_ids"]))
+        self.num_batches = math.ceil(math.ceil(total_rows / world) / cfg.batch.eval_batch_size)
+
+    def run(self, engine, final: bool, out_dir: Path) -> dict[str, float]:
+        bs = self.cfg.batch.eval_batch_size
+        ids, labels, logits = [], [], []
+        for b in range(self.num_batches):
+            chunk = self.examples[b * bs:(b + 1) * bs]
+            batch = collate(chunk or self.examples[:1], self.tok.pad_token_id)
+            out = engine.eval_logits(batch)
+            if chunk:  # an empty chunk was a filler pass to keep the ranks in step
+                ids += [e["id"] for e in chunk]
+                labels += [e["label"] for e in chunk]
+                logits.append(out)
+        local = (ids, labels, torch.cat(logits).tolist() if logits else [])
+        gathered = _gather(local)
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return {}
+        all_ids = [i for g in gathered for i in g[0]]
+        all_labels = np.array([y for g in gathered for y in g[1]])
+        all_logits = np.array([x for g in gathered for x in g[2]], dtype=np.float64)
+        metrics = ordinal_metrics(all_logits, all_labels)
+        if final:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            reward = expected_rating(torch.tensor(all_logits)).tolist()
+            pq.write_table(pa.table({"id": all_ids, "label": all_labels.tolist(), "logits": all_logits.tolist(),
+                                     "reward": reward}), out_dir / "predictions.parquet")
+        return metrics
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    cfg = TrainConfig.model_validate(config["cfg"])
+    train_rows, test_rows = config["train_rows"], config["test_rows"]
+    out_dir = Path(cfg.output_dir)
+    rank, world = rc.train_rank()
+    rc.quiet_data_progress()
+    _seed_all(cfg.seed)
+    model, tok = build_model(cfg.model.backbone, cfg.model.head, cfg.model.num_levels, dropout=cfg.model.dropout,
+                             trust_remote_code=cfg.model.trust_remote_code)
+    if cfg.model.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable()
+    mb, accum = cfg.batch.micro_batch_size, cfg.grad_accum
+    window_rows = cfg.batch.length_group_size * mb
+    steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
+    engine = build_engine(model, cfg, total_steps, rc.train_device())
+
+    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
+    with rc.restored_checkpoint() as ckpt:
+        if ckpt is not None:
+            state = {k: engine.load(ckpt)[k] for k in state}
+            rng_file = ckpt / "rng" / f"rank{rank}.pt"
+            if rng_file.exists():
+                _set_rng_state(torch.load(rng_file, weights_only=False))
+    log = MetricsLog(out_dir, rank == 0, state["step"])
+    if state["step"]:
+        log.say(f"resumed from step {state['step']} (epoch {state['epoch'] + 1}, "
+                f"micro-batch {state['micro_in_epoch']})")
+    log.say(f"{train_rows} rows, {world} workers x micro-batch {mb} x accumulation {accum} = global batch "
+            f"{cfg.batch.global_batch_size}; {steps_per_epoch} steps/epoch, {total_steps} steps total")
+    validation = Validation(cfg, tok, rank, world, test_rows) if test_rows else None
+    if state["step"] >= total_steps:
+        return
+
+    def checkpoint(metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.save(Path(tmp), dict(state))
+            (Path(tmp) / "rng").mkdir(exist_ok=True)
+            torch.save(_rng_state(), Path(tmp) / "rng" / f"rank{rank}.pt")
+            if dist.is_initialized():
+                dist.barrier()
+            rc.report(metrics, checkpoint_dir=tmp)
+
+    shard = rc.train_shard("train")
+    acc = np.zeros(6)  # loss*rows, rows, real tokens, padded tokens, truncated, response cut
+    t_start = t_last = time.perf_counter()
+    start_step = state["step"]
+    for epoch in range(state["epoch"], cfg.epochs):
+        skip = state["micro_in_epoch"] if epoch == state["epoch"] else 0
+        micro = 0
+        epoch_micro = steps_per_epoch * accum  # trailing micro-batches that cannot fill a step are not trained
+        for window, table in enumerate(shard.iter_batches(batch_size=window_rows, batch_format="pyarrow")):
+            n_micro = math.ceil(table.num_rows / mb)
+            if micro + n_micro <= skip or micro >= epoch_micro:  # consumed before the checkpoint / leftover
+                micro += n_micro
+                continue
+            examples = encode_rows(table.select(ROW_COLUMNS).to_pylist(), tok, cfg.model.max_length,
+                                   cfg.model.truncation)
+            rng = np.random.default_rng([cfg.seed, epoch, window])
+            for idx in group_by_length([len(e["input_ids"]) for e in examples], mb, rng):
+                if micro < skip or micro >= epoch_micro:
+                    micro += 1
+                    continue
+                batch = collate([examples[i] for i in idx], tok.pad_token_id, cfg.batch.pad_to_multiple_of)
+                if not acc[1]:
+                    lr = engine.lr()  # the rate this optimizer step uses (the scheduler advances after it)
+                loss, boundary = engine.train_micro_batch(batch)
+                micro += 1
+                n = len(idx)
+                acc += [loss * n, n, batch["real_tokens"], batch["padded_tokens"], batch["truncated"],
+                        batch["response_cut"]]
+                if not boundary:
+                    continue
+                state.update(step=state["step"] + 1, epoch=epoch, micro_in_epoch=micro)
+                step = state["step"]
+                loss_sum, rows, real, padded, trunc, cut = _all_reduce_sum(acc.tolist())
+                acc[:] = 0
+                now = time.perf_counter()
+                record = {"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss_sum / rows,
+                          "lr": lr, "samples_per_s": rows / (now - t_last),
+                          "tokens_per_s": real / (now - t_last), "padding_efficiency": real / padded,
+                          "truncation_rate": trunc / rows, "response_cut_rate": cut / rows}
+                t_last = now
+                log.write(record)
+                if step % cfg.log_every_steps == 0 or step == total_steps:
+                    eta = (now - t_start) / (step - start_step) * (total_steps - step)
+                    log.say(f"step {step}/{total_steps} epoch {epoch + 1} loss {record['loss']:.4f} "
+                            f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s "
+                            f"{record['tokens_per_s']:.0f} tok/s pad-eff {record['padding_efficiency']:.2f} "
+                            f"trunc {record['truncation_rate']:.1%} eta {eta:.0f}s")
+                if cfg.fail_once_at_step == step and rank == min(1, world - 1):
+                    marker = Path(config["storage_path"]) / cfg.checkpoint.name / f".fault_injected_step{step}"
+                    if not marker.exists():
+                        marker.parent.mkdir(parents=True, exist_ok=True)
+                        marker.touch()
+                        raise RuntimeError(f"injected failure at step {step} on rank {rank} (fail_once_at_step)")
+                final = step == total_steps
+                metrics: dict[str, Any] = {"step": step, "loss": record["loss"]}
+                if validation and (final or (cfg.eval_every_steps and step % cfg.eval_every_steps == 0)):
+                    result = validation.run(engine, final, out_dir)
+                    if result:
+                        log.write({"kind": "eval", "step": step, **result})
+                        log.say("eval step {}: ".format(step) + " ".join(
+                            f"{k} {v:.4f}" for k, v in result.items() if k != "n"))
+                        metrics.update({f"eval_{k}": v for k, v in result.items()})
+                if final or step % cfg.checkpoint.every_steps == 0:
+                    checkpoint(metrics)
+                if final:
+                    return
+        state.update(epoch=epoch + 1, micro_in_epoch=0)
