@@ -69,22 +69,26 @@ def tiny_lm(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.fixture(scope="session")
-def tiny_bert(tmp_path_factory) -> str:
-    """A randomly initialised 2-layer BERT (hidden 64) with MiniLM's tokenizer: a fast encoder backbone."""
+def build_tiny_bert(path: Path, **config) -> str:
+    """A randomly initialised 2-layer BERT with MiniLM's tokenizer, saved as a base model."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     from wildreward.models import resolve_model
 
-    path = tmp_path_factory.mktemp("tiny_bert")
     tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=512, pad_token_id=tok.pad_token_id)
-    BertModel(config).save_pretrained(path, safe_serialization=True)
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, **config}
+    BertModel(BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+                         **shape)).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    """A fast encoder backbone (hidden 64)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 def write_toy_rm_data(out: Path, train_rows: int = 256, test_rows: int = 64) -> Path:

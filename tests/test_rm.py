@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from tests.conftest import build_tiny_bert
 from wildreward.rm import META_FILE, RewardModel, build_model, save_reward_model
 from wildreward.template import fit_rm_input
 
@@ -19,20 +20,9 @@ EXAMPLES = [
 
 @pytest.fixture(scope="module")
 def spread_bert(tmp_path_factory) -> str:
-    """Random 2-layer BERT base model with the MiniLM tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from wildreward.models import resolve_model
-
-    path = tmp_path_factory.mktemp("spread_bert")
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                        initializer_range=0.5)  # large init: outputs depend visibly on the input
-    BertModel(config).save_pretrained(path, safe_serialization=True)
-    tok.save_pretrained(path)
-    return str(path)
+    # Large init: outputs depend visibly on the input (the default gives near-constant scores).
+    return build_tiny_bert(tmp_path_factory.mktemp("spread_bert"), hidden_size=32, intermediate_size=64,
+                           initializer_range=0.5)
 
 
 @pytest.fixture(params=["bert", "llama"])

@@ -31,11 +31,17 @@ from wildreward.train.engine import build_engine
 ROW_COLUMNS = ["id", "history", "query", "response", "label"]
 
 
-def _all_reduce_sum(values: list[float]) -> list[float]:
+def _all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
+        dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _gather(obj: Any) -> list[Any]:
@@ -219,13 +225,15 @@ def train_loop(config: dict[str, Any]) -> None:
                     continue
                 state.update(step=state["step"] + 1, epoch=epoch, micro_in_epoch=micro)
                 step = state["step"]
-                loss_sum, rows, real, padded, trunc, cut = _all_reduce_sum(acc.tolist())
+                loss_sum, rows, real, padded, trunc, cut = _all_reduce(acc.tolist())
+                (peak_rss,) = _all_reduce([_peak_rss_mb()], dist.ReduceOp.MAX)
                 acc[:] = 0
                 now = time.perf_counter()
                 record = {"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss_sum / rows,
                           "lr": lr, "samples_per_s": rows / (now - t_last),
                           "tokens_per_s": real / (now - t_last), "padding_efficiency": real / padded,
-                          "truncation_rate": trunc / rows, "response_cut_rate": cut / rows}
+                          "truncation_rate": trunc / rows, "response_cut_rate": cut / rows,
+                          "max_worker_peak_rss_mb": peak_rss}
                 t_last = now
                 log.write(record)
                 if step % cfg.log_every_steps == 0 or step == total_steps:
