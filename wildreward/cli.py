@@ -6,6 +6,7 @@ private local Ray. For cluster runs prefer the entry points in ``jobs/``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from wildreward.config import ConfigError, load_config
@@ -34,9 +35,34 @@ def run_train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve_command(args: argparse.Namespace) -> int:
+    import time
+
+    from wildreward import ray_compat as rc
+    from wildreward.serve.app import build_app
+    from wildreward.serve.config import ServeConfig
+
+    cfg = load_config(ServeConfig, args.config, args.overrides)
+    rc.init_ray()
+    rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port, route_prefix=cfg.route_prefix)
+    print(f"serving {cfg.model_dir} at http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}/get_reward "
+          "and /v1/score", flush=True)
+    if os.environ.get("RAY_ADDRESS"):  # a Ray job or a cluster: the Serve application outlives this driver
+        print(f"application {cfg.name!r} deployed; stop it with `serve shutdown` or `serve delete {cfg.name}`")
+        return 0
+    print("Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        rc.serve_shutdown()
+    return 0
+
+
 COMMANDS = {
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
+    "serve": (run_serve_command, "reward model -> HTTP + DeploymentHandle service (Ray Serve)"),
 }
 
 

@@ -163,3 +163,25 @@ def report(metrics: dict, checkpoint_dir: str | Path | None = None) -> None:
 
     ckpt = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
     ray.train.report(metrics, checkpoint=ckpt)
+
+
+# ---------------------------------------------------------------- Ray Serve
+
+def serve_run(app, *, name: str, host: str, port: int, route_prefix: str = "/"):
+    """Start Serve's HTTP proxy on ``host:port`` (loopback by default) and deploy ``app``; returns its handle."""
+    from ray import serve
+
+    serve.start(http_options={"host": host, "port": port})
+    return serve.run(app, name=name, route_prefix=route_prefix)
+
+
+def serve_handle(app_name: str, deployment: str = "RewardServer"):
+    from ray import serve
+
+    return serve.get_deployment_handle(deployment, app_name=app_name)
+
+
+def serve_shutdown() -> None:
+    from ray import serve
+
+    serve.shutdown()

@@ -133,21 +133,32 @@ class RewardModel:
             self.cutpoints = cut.to(device)
         self.device = device
 
-    def logits_for_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.meta["max_length"],
-                             return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            out = self.model.backbone(**enc).logits.float()
-        return out[:, :1] - self.cutpoints if self.meta["head"] == "coral" else out
+    def logits_for_texts(self, texts: Sequence[str], max_batch_tokens: int = 16384) -> torch.Tensor:
+        """Logits [N, 3] (coral: score minus cut-points) for ready RM texts. Texts are sorted by length and run in
+        chunks of at most ``max_batch_tokens`` padded tokens, so long and short texts do not pad each other."""
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.meta["max_length"],
+                             verbose=False)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = torch.empty((len(ids), self.meta["num_levels"] - 1))
+        start = 0
+        while start < len(order):
+            end = start + 1  # grow the chunk while its padded size (rows x longest) fits the budget
+            while end < len(order) and (end + 1 - start) * len(ids[order[end]]) <= max_batch_tokens:
+                end += 1
+            chunk = order[start:end]
+            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                logits = self.model.backbone(**enc).logits.float()
+            if self.meta["head"] == "coral":
+                logits = logits[:, :1] - self.cutpoints
+            out[chunk] = logits.cpu()
+            start = end
+        return out
 
     def texts(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
         """(history, query, response) dicts -> RM texts, fitted to the model's length as in training."""
         return [fit_rm_input(self.tokenizer, ex.get("history"), ex["query"], ex["response"],
                              self.meta["max_length"], self.meta["truncation"])[0] for ex in examples]
 
-    def score(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 16) -> list[float]:
-        texts = self.texts(examples)
-        scores: list[float] = []
-        for i in range(0, len(texts), batch_size):
-            scores += expected_rating(self.logits_for_texts(texts[i:i + batch_size])).tolist()
-        return scores
+    def score(self, examples: Sequence[Mapping[str, Any]]) -> list[float]:
+        return expected_rating(self.logits_for_texts(self.texts(examples))).tolist()

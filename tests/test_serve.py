@@ -1,0 +1,120 @@
+"""Ray Serve reward-model service on a local Ray: same scores as offline, cross-request batching, status codes,
+the DeploymentHandle path from a Ray actor."""
+import asyncio
+
+import httpx
+import pytest
+
+from tests.conftest import build_tiny_bert
+from wildreward import ray_compat as rc
+from wildreward.rm import RewardModel, build_model, save_reward_model
+from wildreward.serve.app import build_app
+from wildreward.serve.config import ServeConfig
+from wildreward.template import build_rm_text
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+
+PORT = 8391
+URL = f"http://127.0.0.1:{PORT}"
+ITEMS = [
+    {"history": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+     "query": "What is the capital of France?", "response": "Paris, of course."},
+    {"query": "Tell me a joke about cats please", "response": "Why did the cat sit on the computer? To keep an eye on the mouse."},
+    {"messages": [{"role": "user", "content": "Sort [3, 1, 2] in Python"},
+                  {"role": "assistant", "content": "sorted([3, 1, 2]) gives [1, 2, 3]."}]},
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    import torch
+
+    # A large init makes the random model's scores visibly depend on the input.
+    backbone = build_tiny_bert(tmp_path_factory.mktemp("bert"), initializer_range=0.5)
+    torch.manual_seed(0)
+    model, tok = build_model(backbone, "independent", 4)
+    return str(save_reward_model(model.eval(), tok, tmp_path_factory.mktemp("rm"), max_length=256,
+                                 truncation="middle"))
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, model_dir):
+    cfg = ServeConfig(model_dir=model_dir, port=PORT, max_batch_size=16, batch_wait_timeout_s=0.05,
+                      max_texts_per_request=8, max_chars_per_text=5000, num_cpus=0.5)
+    rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port)
+    yield cfg
+    rc.serve_shutdown()
+
+
+def offline_examples():
+    out = []
+    for item in ITEMS:
+        if "messages" in item:
+            m = item["messages"]
+            out.append({"history": [], "query": m[0]["content"], "response": m[1]["content"]})
+        else:
+            out.append({"history": item.get("history", []), "query": item["query"], "response": item["response"]})
+    return out
+
+
+def test_both_apis_match_offline_scoring(server, model_dir):
+    rm = RewardModel(model_dir)
+    examples = offline_examples()
+    want = rm.score(examples)
+    assert max(want) - min(want) > 1e-3  # the scores really depend on the input
+    scored = httpx.post(f"{URL}/v1/score", json={"items": ITEMS}, timeout=60).json()["results"]
+    assert [r["reward"] for r in scored] == pytest.approx(want, abs=1e-4)
+    assert all(sum(r["level_probs"]) == pytest.approx(1.0) for r in scored)
+    texts = [build_rm_text(e["history"], e["query"], e["response"]) for e in examples]
+    rewards = httpx.post(f"{URL}/get_reward", json={"query": texts}, timeout=60).json()["rewards"]
+    assert rewards == pytest.approx(want, abs=1e-4)
+    assert httpx.get(f"{URL}/health").json() == {"status": "ok"}
+
+
+def test_concurrent_requests_are_batched(server):
+    text = build_rm_text(None, "How do I reverse a list in Python?", "Use reversed(x) or x[::-1].")
+    before = httpx.get(f"{URL}/v1/info").json()["batches"]
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(f"{URL}/get_reward", json={"query": [text]})
+                                          for _ in range(24)))
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    scores = [r.json()["rewards"][0] for r in responses]
+    assert max(scores) - min(scores) < 1e-5
+    after = httpx.get(f"{URL}/v1/info").json()["batches"]
+    texts, batches = after["texts"] - before["texts"], after["count"] - before["count"]
+    assert texts == 24 and batches < 24 and after["max"] > 1
+
+
+@pytest.mark.parametrize("path, body, status", [
+    ("/get_reward", {"query": []}, 400),
+    ("/get_reward", {"query": ["   "]}, 400),
+    ("/get_reward", {"query": ["x"] * 9}, 413),
+    ("/get_reward", {"query": ["x" * 5001]}, 413),
+    ("/get_reward", {"texts": ["x"]}, 422),
+    ("/get_reward", {"query": "not a list"}, 422),
+    ("/v1/score", {"items": [{"query": "q only"}]}, 422),
+    ("/v1/score", {"items": [{"messages": [{"role": "assistant", "content": "a"}]}]}, 422),
+    ("/v1/score", {"items": []}, 400),
+])
+def test_bad_requests_get_clear_status_codes(server, path, body, status):
+    response = httpx.post(f"{URL}{path}", json=body, timeout=60)
+    assert response.status_code == status, response.text
+    assert set(response.json()) == {"detail"}  # an error message, no scores
+
+
+def test_deployment_handle_from_a_ray_actor(server, model_dir):
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Rollout:
+        def score(self, items):
+            handle = rc.serve_handle(server.name)
+            return handle.score.remote(items).result(timeout_s=60)
+
+    got = ray.get(Rollout.remote().score.remote(ITEMS[:2]), timeout=120)
+    want = RewardModel(model_dir).score(offline_examples()[:2])
+    assert [r["reward"] for r in got] == pytest.approx(want, abs=1e-4)
