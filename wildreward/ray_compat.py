@@ -110,6 +110,13 @@ def quiet_data_progress() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
+def preserve_data_order() -> None:
+    """Ray Data operators in this process keep their input order (limits and splits become deterministic)."""
+    import ray.data
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+
+
 def train_rank() -> tuple[int, int]:
     import ray.train
 

@@ -25,11 +25,8 @@ from wildreward import ray_compat as rc
 from wildreward.ordinal import expected_rating, ordinal_metrics
 from wildreward.rm import build_model
 from wildreward.train.config import TrainConfig
-from wildreward.train.data import collate, encode_rows, group_by_length
+from wildreward.train.data import REQUIRED_COLUMNS, collate, encode_rows, group_by_length
 from wildreward.train.engine import build_engine
-
-ROW_COLUMNS = ["id", "history", "query", "response", "label"]
-
 
 def _all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
@@ -114,7 +111,7 @@ class Validation:
         self.cfg, self.tok = cfg, tokenizer
         rows, index = [], 0
         for table in rc.train_shard("validation").iter_batches(batch_size=1024, batch_format="pyarrow"):
-            for row in table.select(ROW_COLUMNS).to_pylist():
+            for row in table.select(list(REQUIRED_COLUMNS)).to_pylist():
                 if index % world == rank:
                     rows.append(row)
                 index += 1
@@ -206,7 +203,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if micro + n_micro <= skip or micro >= epoch_micro:  # consumed before the checkpoint / leftover
                 micro += n_micro
                 continue
-            examples = encode_rows(table.select(ROW_COLUMNS).to_pylist(), tok, cfg.model.max_length,
+            examples = encode_rows(table.select(list(REQUIRED_COLUMNS)).to_pylist(), tok, cfg.model.max_length,
                                    cfg.model.truncation)
             rng = np.random.default_rng([cfg.seed, epoch, window])
             for idx in group_by_length([len(e["input_ids"]) for e in examples], mb, rng):

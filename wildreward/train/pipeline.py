@@ -54,6 +54,7 @@ def load_split(paths: list[str], cfg: TrainConfig, limit: int | None, name: str,
     ds = rc.read_parquet(paths, columns=list(REQUIRED_COLUMNS))
     if limit:
         ds = ds.limit(limit)
+    ds = ds.materialize()  # read once: the checks, the count and the ordering below all reuse it
     bad = rc.map_tables(ds, bad_rows_udf, num_levels=cfg.model.num_levels).take_all()
     if bad:
         counts: dict[str, int] = {}
@@ -62,9 +63,9 @@ def load_split(paths: list[str], cfg: TrainConfig, limit: int | None, name: str,
         examples = ", ".join(f"{r['id']} ({r['reason']})" for r in bad[:BAD_ROW_EXAMPLES])
         raise ValueError(f"data.{name}: {len(bad)} unusable rows {counts}, e.g. {examples}. Labels must be "
                          f"1..{cfg.model.num_levels}; query and response must be non-empty. Fix or filter the data.")
+    rows = ds.count()
     if shuffle:
         ds = rc.map_tables(ds, order_key_udf, seed=cfg.seed).sort("order_key")
-    rows = ds.count()
     # Even blocks make Ray's equal split assign the same rows to the same rank on every run.
     ds = ds.repartition(max(1, min(rows, 4 * cfg.dist.num_workers)), shuffle=False).materialize()
     return ds, rows
@@ -109,6 +110,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     check_max_length(cfg)
     save_config(cfg, out, "train")
     rc.init_ray()
+    rc.preserve_data_order()  # `data.max_*_rows` must pick the same rows in a resumed run
     train_ds, train_rows = load_split(cfg.data.train, cfg, cfg.data.max_train_rows, "train", shuffle=True)
     datasets = {"train": train_ds}
     test_rows = 0
