@@ -14,7 +14,8 @@ import time
 import pytest
 
 from wildreward.extract.annotate import RATINGS, FeedbackAnnotator
-from wildreward.extract.backends import HttpBackend, Result, make_backend, parse_retry_after, run_per_row_on_failure
+from wildreward.extract.backends import HttpBackend, Result, make_backend, run_per_row_on_failure
+from wildreward.http_retry import parse_retry_after
 from wildreward.extract.config import AnnotatorConfig, HttpConfig
 
 CHAT = [{"role": "user", "content": "Say hello."}]
@@ -145,7 +146,7 @@ def http_backend(stub, **http) -> HttpBackend:
     cfg = AnnotatorConfig(backend="http", model="stub-model", temperature=0.5, max_tokens=32,
                           http=HttpConfig(base_url=stub.url, **{"api_key_env": "WR_TEST_KEY", **http}))
     backend = make_backend(cfg)
-    backend.backoff_s = 0.01
+    backend.retry.backoff_s = 0.01
     return backend
 
 
@@ -234,7 +235,7 @@ def test_http_works_inside_a_running_event_loop(stub):
 def test_http_connection_refused_is_a_row_error():
     cfg = AnnotatorConfig(backend="http", http=HttpConfig(base_url="http://127.0.0.1:9/v1", max_retries=1))
     backend = make_backend(cfg)
-    backend.backoff_s = 0.01
+    backend.retry.backoff_s = 0.01
     (result,) = backend.generate([CHAT])
     backend.close()
     assert result.error.startswith("connection error")

@@ -1,5 +1,5 @@
 """Ray Serve reward-model service on a local Ray: same scores as offline, cross-request batching, status codes,
-the DeploymentHandle path from a Ray actor."""
+the DeploymentHandle path from a Ray actor, the clients, load shedding, and a replica killed under load."""
 import asyncio
 
 import httpx
@@ -9,6 +9,7 @@ from tests.conftest import build_tiny_bert
 from wildreward import ray_compat as rc
 from wildreward.rm import RewardModel, build_model, save_reward_model
 from wildreward.serve.app import build_app
+from wildreward.serve.client import AsyncRewardClient, RewardClient, RewardServiceError
 from wildreward.serve.config import ServeConfig
 from wildreward.template import build_rm_text
 
@@ -118,3 +119,95 @@ def test_deployment_handle_from_a_ray_actor(server, model_dir):
     got = ray.get(Rollout.remote().score.remote(ITEMS[:2]), timeout=120)
     want = RewardModel(model_dir).score(offline_examples()[:2])
     assert [r["reward"] for r in got] == pytest.approx(want, abs=1e-4)
+
+
+def deploy(model_dir, name, **options):
+    cfg = ServeConfig(model_dir=model_dir, name=name, route_prefix=f"/{name}", port=PORT, **options)
+    rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port, route_prefix=cfg.route_prefix)
+    return f"{URL}/{name}"
+
+
+def offline_rewards(model_dir, texts):
+    from wildreward.ordinal import expected_rating
+
+    return expected_rating(RewardModel(model_dir).logits_for_texts(texts)).tolist()
+
+
+def test_sync_and_async_clients_match_offline_scoring(server, model_dir):
+    texts = [build_rm_text(None, f"Question number {i}?", "An answer " * (1 + i % 7)) for i in range(40)]
+    want = offline_rewards(model_dir, texts)
+    with RewardClient(URL, concurrency=4, texts_per_request=8) as rm:
+        assert rm.get_rewards(texts) == pytest.approx(want, abs=1e-4)
+        scored = rm.score(ITEMS)
+        assert [r["reward"] for r in scored] == pytest.approx(RewardModel(model_dir).score(offline_examples()), abs=1e-4)
+        assert rm.retries == 0
+
+    async def run():
+        async with AsyncRewardClient(URL, concurrency=4, texts_per_request=3) as rm:
+            return await rm.get_rewards(texts)
+
+    assert asyncio.run(run()) == pytest.approx(want, abs=1e-4)
+    with RewardClient(URL) as rm, pytest.raises(RewardServiceError, match="413"):
+        rm.get_rewards(["x" * 5001])  # a client error is reported, not retried and not scored
+
+
+def test_overload_is_shed_with_503_and_retry_after(server, model_dir):
+    url = deploy(model_dir, "overload", max_batch_size=1, max_ongoing_requests=1, max_queued_requests=2,
+                 retry_after_s=2, num_cpus=0.25)
+    text = build_rm_text(None, "How do I reverse a list in Python?", "Use reversed(x) or x[::-1]. " * 30)
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(client.post(f"{url}/get_reward", json={"query": [text]})
+                                          for _ in range(40)))
+
+    try:
+        responses = asyncio.run(burst())
+    finally:
+        rc.serve_delete("overload")
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {200, 503} and statuses.count(200) >= 3
+    want = offline_rewards(model_dir, [text])[0]
+    for r in responses:
+        if r.status_code == 200:
+            assert r.json()["rewards"] == pytest.approx([want], abs=1e-4)
+        else:  # rejected: a retry hint and no reward
+            assert r.headers["retry-after"] == "2" and "rewards" not in r.text
+
+
+def test_killed_replica_is_replaced_and_clients_retry(server, model_dir):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ray
+
+    url = deploy(model_dir, "replicas", min_replicas=2, max_replicas=2, num_cpus=0.25, max_batch_size=4,
+                 batch_wait_timeout_s=0.02)
+
+    def replicas():
+        return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["name"].startswith("SERVE_REPLICA::replicas#")]
+
+    texts = [build_rm_text(None, f"question {i} " * 20, f"answer {i} " * 40) for i in range(800)]
+    want = offline_rewards(model_dir, texts)
+    try:
+        with RewardClient(url, concurrency=8, texts_per_request=2) as rm, ThreadPoolExecutor(1) as pool:
+            scoring = pool.submit(rm.get_rewards, texts)
+            time.sleep(1.0)
+            assert not scoring.done(), "the load finished before the kill: give it more texts"
+            victim = replicas()[0]
+            ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+            got = scoring.result(timeout=300)
+            # Requests in flight on the killed replica failed with 500 and were retried elsewhere.
+            assert rm.retries >= 1
+        assert got == pytest.approx(want, abs=1e-4)  # every reward is a real one, in order
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            names = replicas()
+            if rc.serve_replica_states("replicas").get("RUNNING") == 2 and len(names) == 2 and victim not in names:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the killed replica was not replaced: {rc.serve_replica_states('replicas')}")
+    finally:
+        rc.serve_delete("replicas")

@@ -43,6 +43,10 @@ def run_serve_command(args: argparse.Namespace) -> int:
     from wildreward.serve.config import ServeConfig
 
     cfg = load_config(ServeConfig, args.config, args.overrides)
+    if args.write_serve_config:
+        path = write_serve_config(cfg, args.write_serve_config)
+        print(f"wrote {path}: deploy with `serve deploy {path}` or paste it into a RayService's serveConfigV2")
+        return 0
     rc.init_ray()
     rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port, route_prefix=cfg.route_prefix)
     print(f"serving {cfg.model_dir} at http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}/get_reward "
@@ -59,6 +63,34 @@ def run_serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_serve_config(cfg, path: str) -> str:
+    """A Serve config file for ``serve deploy`` / KubeRay: ``serve build`` writes the deployment options of the
+    application this config builds, then the import path becomes the application builder with the config as
+    ``args``, so the file alone rebuilds the same application on any cluster."""
+    import json
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    with tempfile.TemporaryDirectory() as tmp:
+        built = os.path.join(tmp, "serve.yaml")
+        env = {**os.environ, "WILDREWARD_SERVE_CONFIG": json.dumps(cfg.model_dump(mode="json"))}
+        subprocess.run(["serve", "build", "wildreward.serve.app:app", "-o", built], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        with open(built, encoding="utf-8") as f:
+            spec = yaml.safe_load(f)
+    spec["http_options"] = {"host": cfg.host, "port": cfg.port}
+    (app,) = spec["applications"]
+    app.update(name=cfg.name, route_prefix=cfg.route_prefix, import_path="wildreward.serve.app:app_builder",
+               args=cfg.model_dump(mode="json"))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# Written by `wildreward serve --write-serve-config` (serve build + builder args); deploy with "
+                f"`serve deploy {path}`.\n")
+        yaml.safe_dump(spec, f, sort_keys=False)
+    return path
+
+
 COMMANDS = {
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
@@ -73,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", help="stage YAML (see jobs/configs/); defaults apply without one")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. annotator.mode=freeform")
+        if name == "serve":
+            p.add_argument("--write-serve-config", metavar="PATH",
+                           help="write a Serve config file (serve deploy / KubeRay RayService) instead of serving")
     return parser
 
 

@@ -192,3 +192,16 @@ def serve_shutdown() -> None:
     from ray import serve
 
     serve.shutdown()
+
+
+def serve_delete(app_name: str) -> None:
+    from ray import serve
+
+    serve.delete(app_name)
+
+
+def serve_replica_states(app_name: str, deployment: str = "RewardServer") -> dict[str, int]:
+    """Replica counts by state (``RUNNING``, ``STARTING``, ...) of one deployment."""
+    from ray import serve
+
+    return dict(serve.status().applications[app_name].deployments[deployment].replica_states)

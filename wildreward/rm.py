@@ -126,7 +126,7 @@ class RewardModel:
             raise FileNotFoundError(f"{path} is not a wildreward reward model (no {META_FILE})")
         self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
         self.tokenizer = load_tokenizer(str(path))
-        net = AutoModelForSequenceClassification.from_pretrained(path, torch_dtype=dtype, use_safetensors=True)
+        net = AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype, use_safetensors=True)
         self.model = OrdinalRewardModel(net.eval().to(device), self.meta["head"], self.meta["num_levels"])
         if self.meta["head"] == "coral":
             cut = torch.tensor(self.meta["cutpoints"], dtype=torch.float32)

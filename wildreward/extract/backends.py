@@ -13,16 +13,14 @@ the annotators in Ray Data actor pools, and the backends load their model once p
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import os
-import random
-import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from wildreward.extract.config import AnnotatorConfig
+from wildreward.http_retry import (LoopThread, RequestError, RetryableError, RetryPolicy, post_json, short,
+                                  with_retries)
 from wildreward.models import resolve_model
 
 Conversation = list[dict]
@@ -266,37 +264,6 @@ class VLLMBackend(LocalModel):
         return results
 
 
-class RetryableError(Exception):
-    """A transient HTTP failure (5xx, 429, timeout, connection); ``wait_s`` is the server's Retry-After."""
-
-    def __init__(self, message: str, wait_s: float | None = None):
-        super().__init__(message)
-        self.wait_s = wait_s
-
-
-class RequestError(Exception):
-    """A failure that retrying cannot fix (other 4xx, malformed response)."""
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or garbled."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 class HttpBackend:
     """Any OpenAI-compatible ``/chat/completions`` endpoint (a vLLM server, a hosted API).
 
@@ -305,22 +272,17 @@ class HttpBackend:
     one ``httpx.AsyncClient`` alive between batches. A semaphore bounds the requests in flight per backend.
     """
 
-    backoff_s = 0.5       # first retry waits up to this long, doubling each attempt ...
-    max_backoff_s = 30.0  # ... up to this; a server's Retry-After wins (capped at max_wait_s)
-    max_wait_s = 300.0
-
     def __init__(self, cfg: AnnotatorConfig):
         import httpx
 
         self.cfg = cfg
         self.http = cfg.http
-        self._httpx = httpx
+        self.retry = RetryPolicy(max_retries=self.http.max_retries)
         headers = {}
         key = os.environ.get(self.http.api_key_env) if self.http.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, name="wildreward-http", daemon=True).start()
+        self._thread = LoopThread("wildreward-http")
 
         async def start():
             limits = httpx.Limits(max_connections=self.http.concurrency,
@@ -329,16 +291,11 @@ class HttpBackend:
                                        timeout=self.http.timeout_s, limits=limits)
             return client, asyncio.Semaphore(self.http.concurrency)
 
-        self._client, self._slots = self._wait(start())
-
-    def _wait(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        self._client, self._slots = self._thread.run(start())
 
     def close(self) -> None:
         """Close the pooled connections and stop the loop thread."""
-        if self._loop.is_running():
-            self._wait(self._client.aclose())
-            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.close(self._client.aclose())
 
     def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
         body = {"temperature": self.cfg.temperature, "max_tokens": self.cfg.max_tokens}
@@ -353,43 +310,19 @@ class HttpBackend:
         async def run_all():
             return await asyncio.gather(*(self._request(conv, body, read) for conv in conversations))
 
-        return self._wait(run_all())
+        return self._thread.run(run_all())
 
     async def _request(self, conversation: Conversation, body: dict, read) -> Result:
         payload = {"model": self.cfg.model, "messages": conversation, **body, **self.http.extra_body}
-        attempt = 0
-        while True:
-            try:
-                async with self._slots:
-                    data = await self._post(payload)
-                return read(data)
-            except RequestError as err:
-                return Result(error=str(err))
-            except RetryableError as err:
-                if attempt >= self.http.max_retries:
-                    return Result(error=f"{err} (gave up after {attempt + 1} attempts)")
-                backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
-                await asyncio.sleep(min(err.wait_s, self.max_wait_s) if err.wait_s is not None else backoff)
-                attempt += 1
 
-    async def _post(self, payload: dict) -> dict:
-        httpx = self._httpx
+        async def call():
+            async with self._slots:
+                return await post_json(self._client, "chat/completions", payload)
+
         try:
-            response = await self._client.post("chat/completions", json=payload)
-        except httpx.TimeoutException as err:
-            raise RetryableError(f"timeout: {type(err).__name__}") from None
-        except httpx.TransportError as err:
-            raise RetryableError(f"connection error: {type(err).__name__}: {short(str(err))}") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            raise RetryableError(f"http {status}: {short(response.text)}",
-                                 parse_retry_after(response.headers.get("retry-after")))
-        if status >= 400:
-            raise RequestError(f"http {status}: {short(response.text)}")
-        try:
-            return response.json()
-        except ValueError:
-            raise RequestError(f"http {status}: response is not JSON: {short(response.text)}") from None
+            return read(await with_retries(call, self.retry))
+        except (RequestError, RetryableError) as err:
+            return Result(error=str(err))
 
 
 def read_text(data: dict) -> Result:

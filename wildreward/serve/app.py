@@ -15,7 +15,9 @@ Bad input gets 400/413/422 with a message, a model failure 500 with an error id;
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -154,10 +156,28 @@ class RewardServer:
 
 
 def build_app(cfg: ServeConfig):
-    """The bound application, with autoscaling and replica resources from the config."""
+    """The bound application, with autoscaling, load shedding and replica resources from the config."""
+    from ray.serve.config import BackpressureConfig
+
     return RewardServer.options(
         name="RewardServer", max_ongoing_requests=cfg.ongoing_requests,
+        max_queued_requests=cfg.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
         autoscaling_config={"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                             "target_ongoing_requests": cfg.target_ongoing_requests},
         ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
     ).bind(cfg.model_dump(mode="json"))
+
+
+def app_builder(args: dict):
+    """Serve's application builder: ``serve run wildreward.serve.app:app_builder model_dir=...`` and the ``args``
+    of a Serve config file (``wildreward serve --write-serve-config``, cluster/serve/)."""
+    return build_app(ServeConfig.model_validate(args))
+
+
+def __getattr__(name: str):
+    # ``serve build`` needs an Application object: ``app`` is the one for the config in $WILDREWARD_SERVE_CONFIG
+    # (JSON), built on first access so importing this module never builds one.
+    if name == "app":
+        return app_builder(json.loads(os.environ.get("WILDREWARD_SERVE_CONFIG", "{}")))
+    raise AttributeError(name)

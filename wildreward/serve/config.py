@@ -25,6 +25,10 @@ class ServeConfig(Section):
     target_ongoing_requests: float = Field(16, gt=0)
     num_cpus: float = Field(1.0, gt=0, description="Per replica.")
     num_gpus: float = Field(0.0, ge=0, description="Per replica.")
+    max_queued_requests: int = Field(256, ge=-1, description=(
+        "Requests allowed to wait for a busy replica; beyond that Serve sheds load with 503 + Retry-After "
+        "instead of queueing without bound. -1: unbounded."))
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with overload 503s.")
     max_texts_per_request: int = Field(256, ge=1)
     max_chars_per_text: int = Field(200_000, ge=1)
 

@@ -1,0 +1,202 @@
+"""Evaluation metrics on reward-model scores (paper §3-4), pure numpy/scipy.
+
+Convention: for a preference pair the *margin* is R(chosen) - R(rejected); the reward model is right on the pair
+when the margin is positive. A margin within ``tie_eps`` of zero is a tie and counts half, as a coin flip would.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+from scipy.stats import rankdata
+
+RM_BENCH_STYLES = ("concise", "detailed_plain", "detailed_markdown")
+
+
+def as_vector(values, name: str) -> np.ndarray:
+    out = np.asarray(values, dtype=np.float64)
+    if out.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {out.shape}")
+    if not np.isfinite(out).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return out
+
+
+def as_binary(labels, n: int, name: str = "labels") -> np.ndarray:
+    out = np.asarray(labels)
+    if out.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {out.shape}")
+    if not np.isin(out, (0, 1)).all():
+        raise ValueError(f"{name} must be 0/1 (or bool)")
+    return out.astype(np.float64)
+
+
+def pair_outcomes(chosen_scores, rejected_scores, tie_eps: float = 0.0) -> np.ndarray:
+    """Per pair: 1 when chosen > rejected + tie_eps, 0.5 when |chosen - rejected| <= tie_eps, else 0.
+
+    Works elementwise on arrays of any matching shape."""
+    diff = np.asarray(chosen_scores, dtype=np.float64) - np.asarray(rejected_scores, dtype=np.float64)
+    if np.isnan(diff).any():
+        raise ValueError("scores contain NaN")
+    return np.where(np.abs(diff) <= tie_eps, 0.5, (diff > 0).astype(np.float64))
+
+
+def pairwise_accuracy(chosen_scores, rejected_scores, tie_eps: float = 0.0) -> dict:
+    """Share of pairs where the chosen reply scores higher; ties count 0.5.
+
+    Returns {"accuracy", "n", "ties", "tie_rate"}."""
+    chosen = as_vector(chosen_scores, "chosen_scores")
+    rejected = as_vector(rejected_scores, "rejected_scores")
+    if chosen.shape != rejected.shape:
+        raise ValueError(f"chosen and rejected scores differ in length: {len(chosen)} vs {len(rejected)}")
+    if len(chosen) == 0:
+        raise ValueError("pairwise_accuracy needs at least one pair")
+    outcomes = pair_outcomes(chosen, rejected, tie_eps)
+    ties = int(np.sum(outcomes == 0.5))
+    return {"accuracy": float(outcomes.mean()), "n": len(chosen), "ties": ties, "tie_rate": ties / len(chosen)}
+
+
+def rm_bench_accuracy(chosen, rejected, tie_eps: float = 0.0) -> dict:
+    """RM-Bench easy / normal / hard accuracy from scores of shape [n_prompts, 3].
+
+    Column order is the style order of the data: concise, detailed plain text, detailed markdown. M[i, j] is the
+    share of prompts where chosen variant i beats rejected variant j (ties 0.5). As in the RM-Bench paper and its
+    reference code (THU-KEG/RM-Bench README, ``compute_accuracy``): *hard* is the mean of the upper triangle
+    (j > i: the chosen reply is plainer than the rejected one, so a style-biased model fails), *normal* the
+    diagonal (same style) and *easy* the lower triangle (i > j: the chosen reply is also the fancier one);
+    "avg" is the mean of all nine cells. The reference code counts a tie as wrong; here it counts 0.5.
+    """
+    chosen = np.asarray(chosen, dtype=np.float64)
+    rejected = np.asarray(rejected, dtype=np.float64)
+    if chosen.shape != rejected.shape or chosen.ndim != 2 or chosen.shape[1] != 3:
+        raise ValueError(f"RM-Bench scores must both be [n, 3], got {chosen.shape} and {rejected.shape}")
+    if len(chosen) == 0:
+        raise ValueError("rm_bench_accuracy needs at least one prompt")
+    # [n, i, j]: chosen variant i against rejected variant j
+    matrix = pair_outcomes(chosen[:, :, None], rejected[:, None, :], tie_eps).mean(axis=0)
+    upper = np.triu_indices(3, k=1)
+    lower = np.tril_indices(3, k=-1)
+    return {"easy": float(matrix[lower].mean()), "normal": float(np.diag(matrix).mean()),
+            "hard": float(matrix[upper].mean()), "avg": float(matrix.mean()), "n": len(chosen),
+            "matrix": matrix.tolist()}
+
+
+def threshold_accuracy(margins, thresholds) -> list[dict]:
+    """The paper's accuracy-by-margin curve (§3.4): for each threshold t keep the pairs with |margin| >= t.
+
+    ``margins`` are R(chosen) - R(rejected), so a kept pair is right when its margin is positive (an exact tie,
+    kept only at t = 0, counts 0.5). Returns per threshold {"threshold", "kept", "coverage" (kept share of all
+    pairs), "accuracy" (NaN when no pair is kept)}. Randomly swapping pairs (see :func:`symmetrize_pairs`) would
+    not change anything: |margin| is symmetric and the swapped pair's label flips with its sign.
+    """
+    margins = as_vector(margins, "margins")
+    if len(margins) == 0:
+        raise ValueError("threshold_accuracy needs at least one pair")
+    outcomes = pair_outcomes(margins, 0.0)
+    rows = []
+    for t in thresholds:
+        keep = np.abs(margins) >= t
+        kept = int(keep.sum())
+        rows.append({"threshold": float(t), "kept": kept, "coverage": kept / len(margins),
+                     "accuracy": float(outcomes[keep].mean()) if kept else float("nan")})
+    return rows
+
+
+def symmetrize_pairs(chosen_scores, rejected_scores, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Present a seeded random half of the pairs in swapped order: margins R(first) - R(second), labels 1 when the
+    first reply is the chosen one.
+
+    With every pair in (chosen, rejected) order the label would always be 1 and a logistic fit of P(first
+    preferred) on the margin would be degenerate; swapping exactly floor(n/2) pairs gives both classes.
+    """
+    chosen = as_vector(chosen_scores, "chosen_scores")
+    rejected = as_vector(rejected_scores, "rejected_scores")
+    if chosen.shape != rejected.shape:
+        raise ValueError(f"chosen and rejected scores differ in length: {len(chosen)} vs {len(rejected)}")
+    labels = np.ones(len(chosen), dtype=np.int64)
+    labels[np.random.default_rng(seed).permutation(len(chosen))[: len(chosen) // 2]] = 0
+    return np.where(labels == 1, chosen - rejected, rejected - chosen), labels
+
+
+def fit_platt(margins, labels) -> tuple[float, float]:
+    """Platt scaling: fit P(label = 1 | margin) = sigmoid(a * margin + b) by maximum likelihood.
+
+    Uses Platt's (1999) smoothed targets (N+ + 1)/(N+ + 2) and 1/(N- + 2) instead of 1 and 0, which keeps the fit
+    finite when the margins separate the classes perfectly."""
+    margins = as_vector(margins, "margins")
+    labels = as_binary(labels, len(margins))
+    n_pos = labels.sum()
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("fit_platt needs both labels (use symmetrize_pairs on (chosen, rejected) scores)")
+    target = np.where(labels == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+
+    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+        z = params[0] * margins + params[1]
+        nll = -np.sum(target * log_expit(z) + (1 - target) * log_expit(-z))
+        residual = expit(z) - target
+        return float(nll), np.array([np.sum(residual * margins), np.sum(residual)])
+
+    result = minimize(loss, np.zeros(2), jac=True, method="BFGS")
+    return float(result.x[0]), float(result.x[1])
+
+
+def platt_prob(margins, a: float, b: float) -> np.ndarray:
+    """sigmoid(a * margin + b): the calibrated probability that the first reply is preferred."""
+    return expit(a * np.asarray(margins, dtype=np.float64) + b)
+
+
+def reliability_bins(probs, labels, n_bins: int = 10) -> list[dict]:
+    """Equal-width bins on [0, 1] (a probability of exactly 1 falls in the last bin): per bin
+    {"lo", "hi", "count", "mean_prob", "accuracy"} with accuracy the share of label 1; NaN for empty bins."""
+    probs = as_vector(probs, "probs")
+    labels = as_binary(labels, len(probs))
+    if ((probs < 0) | (probs > 1)).any():
+        raise ValueError("probs must lie in [0, 1]")
+    if n_bins < 1:
+        raise ValueError("n_bins must be >= 1")
+    index = np.minimum((probs * n_bins).astype(np.int64), n_bins - 1)
+    rows = []
+    for k in range(n_bins):
+        members = index == k
+        count = int(members.sum())
+        rows.append({"lo": k / n_bins, "hi": (k + 1) / n_bins, "count": count,
+                     "mean_prob": float(probs[members].mean()) if count else float("nan"),
+                     "accuracy": float(labels[members].mean()) if count else float("nan")})
+    return rows
+
+
+def expected_calibration_error(probs, labels, n_bins: int = 10) -> float:
+    """ECE = sum over bins of (bin count / n) * |mean probability - share of label 1|, equal-width bins."""
+    bins = reliability_bins(probs, labels, n_bins)
+    n = sum(b["count"] for b in bins)
+    if n == 0:
+        raise ValueError("expected_calibration_error needs at least one prediction")
+    return float(sum(b["count"] / n * abs(b["mean_prob"] - b["accuracy"]) for b in bins if b["count"]))
+
+
+def platt_calibration(chosen_scores, rejected_scores, seed: int = 0, n_bins: int = 10) -> dict:
+    """The paper's calibration protocol (§3.4): symmetrize the pairs, fit Platt scaling on a seeded random half,
+    report ECE and reliability bins of the calibrated P(first preferred) on the other half.
+
+    Returns {"a", "b", "ece", "bins", "n_fit", "n_eval"}."""
+    margins, labels = symmetrize_pairs(chosen_scores, rejected_scores, seed)
+    order = np.random.default_rng(seed + 1).permutation(len(margins))
+    fit, held = order[: len(order) // 2], order[len(order) // 2:]
+    a, b = fit_platt(margins[fit], labels[fit])
+    probs = platt_prob(margins[held], a, b)
+    return {"a": a, "b": b, "ece": expected_calibration_error(probs, labels[held], n_bins),
+            "bins": reliability_bins(probs, labels[held], n_bins), "n_fit": len(fit), "n_eval": len(held)}
+
+
+def roc_auc(scores, binary_labels) -> float:
+    """ROC-AUC as the Mann-Whitney statistic: the probability that a random positive outscores a random negative,
+    ties counting 0.5 (average ranks). Used for cross-sample consistency (§3.5) on pointwise binary labels."""
+    scores = as_vector(scores, "scores")
+    labels = as_binary(binary_labels, len(scores), "binary_labels")
+    n_pos = int(labels.sum())
+    n_neg = len(labels) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"roc_auc needs both classes, got {n_pos} positive and {n_neg} negative labels")
+    ranks = rankdata(scores)  # ties get the average rank, which counts each tied (pos, neg) pair as 0.5
+    return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
