@@ -1,6 +1,7 @@
 """Ray Serve reward-model service on a local Ray: same scores as offline, cross-request batching, status codes,
 the DeploymentHandle path from a Ray actor, the clients, load shedding, and a replica killed under load."""
 import asyncio
+import math
 
 import httpx
 import pytest
@@ -35,7 +36,7 @@ def model_dir(tmp_path_factory):
     torch.manual_seed(0)
     model, tok = build_model(backbone, "independent", 4)
     return str(save_reward_model(model.eval(), tok, tmp_path_factory.mktemp("rm"), max_length=256,
-                                 truncation="middle"))
+                                 truncation="middle", score_stats={"calibration": {"a": 2.0, "b": -5.0}}))
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,8 @@ def test_both_apis_match_offline_scoring(server, model_dir):
     scored = httpx.post(f"{URL}/v1/score", json={"items": ITEMS}, timeout=60).json()["results"]
     assert [r["reward"] for r in scored] == pytest.approx(want, abs=1e-4)
     assert all(sum(r["level_probs"]) == pytest.approx(1.0) for r in scored)
+    # the calibration fit saved with the model maps each reward to P(satisfied)
+    assert [r["p_satisfied"] for r in scored] == pytest.approx([1 / (1 + math.exp(5 - 2 * w)) for w in want])
     texts = [build_rm_text(e["history"], e["query"], e["response"]) for e in examples]
     rewards = httpx.post(f"{URL}/get_reward", json={"query": texts}, timeout=60).json()["rewards"]
     assert rewards == pytest.approx(want, abs=1e-4)

@@ -331,3 +331,16 @@ def test_padding_efficiency():
     assert padding_efficiency(lengths, [[0, 1], [2, 3]], pad_to=10) == pytest.approx(12 / 40)
     assert padding_efficiency([3, 5, 1], [[0, 1, 2]]) == pytest.approx(9 / 15)
     assert math.isnan(padding_efficiency([], []))
+
+
+def test_satisfaction_calibration_fit_and_one_class_split():
+    from wildreward.train.pipeline import fit_satisfaction_calibration
+
+    rng = np.random.default_rng(0)
+    label = rng.integers(1, 5, 400)
+    reward = label + rng.normal(0, 0.5, 400)
+    fit = fit_satisfaction_calibration(reward, label)
+    assert fit["n"] == 400 and fit["positives"] == int((label >= 3).sum()) and fit["a"] > 1
+    assert 1 / (1 + np.exp(-(fit["a"] * 2.5 + fit["b"]))) == pytest.approx(0.5, abs=0.1)  # the boundary is ~2.5
+    one_class = fit_satisfaction_calibration(reward[:5], np.ones(5, dtype=int))
+    assert "a" not in one_class and one_class["skipped"] and one_class["positives"] == 0

@@ -62,6 +62,8 @@ def test_two_worker_deepspeed_learns_and_exports(reference, toy):
     assert any((out / "tensorboard").iterdir())
     meta = json.loads((out / "model" / "wildreward.json").read_text())
     assert meta["head"] == "independent" and meta["score_stats"]["n"] == 64
+    calibration = meta["score_stats"]["calibration"]  # P(satisfied) rises with the reward of a model that learned
+    assert calibration["n"] == 64 and 0 < calibration["positives"] < 64 and calibration["a"] > 0
     assert reloaded_scores_match(out, toy, atol=1e-5)
 
 

@@ -63,6 +63,19 @@ def run_serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_eval_command(args: argparse.Namespace) -> int:
+    from wildreward.eval.config import EvalConfig
+    from wildreward.eval.pipeline import run_eval
+    from wildreward.eval.report import summary_table
+
+    cfg = load_config(EvalConfig, args.config, args.overrides)
+    summary = summary_table(run_eval(cfg))
+    for scorer, row in summary.items():
+        print(f"{scorer}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+    print(f"report: {os.path.join(cfg.output_dir, 'report.md')}")
+    return 0
+
+
 def write_serve_config(cfg, path: str) -> str:
     """A Serve config file for ``serve deploy`` / KubeRay: ``serve build`` writes the deployment options of the
     application this config builds, then the import path becomes the application builder with the config as
@@ -95,6 +108,7 @@ COMMANDS = {
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
     "serve": (run_serve_command, "reward model -> HTTP + DeploymentHandle service (Ray Serve)"),
+    "eval": (run_eval_command, "reward model -> benchmark accuracy, calibration, consistency report (Ray Data)"),
 }
 
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+# Levels 1-2 are the user's dissatisfaction (annotator ratings 1-2), 3-4 satisfaction (ratings 4-5); neutral
+# turns are dropped or relabelled by mining before training.
+SATISFIED_MIN_LEVEL = 3
 import torch.nn.functional as F
 
 

@@ -33,10 +33,11 @@ def init_ray(num_cpus: int | None = None) -> None:
     ctx.enable_progress_bars = True
 
 
-def from_items(items: list[dict]):
+def from_items(items: list[dict], num_blocks: int | None = None):
+    """One block per item unless ``num_blocks`` is given (a block is the unit of work of a task or actor call)."""
     import ray
 
-    return ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    return ray.data.from_items(items, override_num_blocks=max(1, num_blocks or len(items)))
 
 
 def read_parquet(path: str | list[str], columns: list[str] | None = None):

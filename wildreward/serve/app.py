@@ -6,7 +6,8 @@ Routes (FastAPI, bound to loopback unless configured):
 - ``POST /get_reward`` ``{"query": [text, ...]} -> {"rewards": [...]}``: the OpenRLHF / WildReward client format;
   each text is a full RM input (the template already applied by the client).
 - ``POST /v1/score`` ``{"items": [{history?, query, response} | {messages}]}``: the template is applied here,
-  with the training truncation; returns reward and class probabilities per item.
+  with the training truncation; returns reward and class probabilities per item, and ``p_satisfied``
+  when the model carries a calibration fit.
 - ``GET /health``, ``GET /v1/info`` (model metadata, batch statistics).
 
 Ray actors call ``handle.score.remote(items)`` (same output as ``/v1/score``) through a DeploymentHandle.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import uuid
 from typing import Any
@@ -90,6 +92,8 @@ class RewardServer:
         self._score_texts.set_max_batch_size(self.cfg.max_batch_size)
         self._score_texts.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         self.batches = {"count": 0, "texts": 0, "max": 0}
+        fit = self.rm.meta.get("score_stats", {}).get("calibration", {})
+        self.calibration = (fit["a"], fit["b"]) if "a" in fit else None
 
     def _check_texts(self, texts: list[str]) -> None:
         if not texts:
@@ -142,7 +146,12 @@ class RewardServer:
         texts = self.rm.texts(examples)
         logits = await self._logits(texts)
         rewards, probs = expected_rating(logits).tolist(), level_probs(logits).tolist()
-        return [{"reward": r, "level_probs": p} for r, p in zip(rewards, probs)]
+        results = [{"reward": r, "level_probs": p} for r, p in zip(rewards, probs)]
+        if self.calibration:  # Platt fit of P(satisfied) on the held-out split, saved at export
+            a, b = self.calibration
+            for result in results:
+                result["p_satisfied"] = 1.0 / (1.0 + math.exp(-(a * result["reward"] + b)))
+        return results
 
     @api.get("/health")
     async def health(self) -> dict:
@@ -150,9 +159,15 @@ class RewardServer:
 
     @api.get("/v1/info")
     async def info(self) -> dict:
+        import resource
+
+        import torch
+
         meta = {k: v for k, v in self.rm.meta.items() if not k.startswith("template")}
+        replica = {"pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+                   "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
         return {"model_dir": self.cfg.model_dir, "meta": meta, "batches": dict(self.batches),
-                "max_batch_size": self.cfg.max_batch_size}
+                "max_batch_size": self.cfg.max_batch_size, "replica": replica}
 
 
 def build_app(cfg: ServeConfig):

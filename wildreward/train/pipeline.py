@@ -156,8 +156,25 @@ def export_checkpoint(checkpoint_dir: Path, cfg: TrainConfig, target: Path) -> P
         stats = {"split": "test", "n": int(len(reward)), "mean": float(reward.mean()), "std": float(reward.std()),
                  **{f"p{q}": float(np.percentile(reward, q)) for q in (5, 25, 50, 75, 95)},
                  "mean_by_label": {str(int(y)): float(reward[label == y].mean()) for y in np.unique(label)}}
+        stats["calibration"] = fit_satisfaction_calibration(reward, label)
     return save_reward_model(model, tok, target, max_length=cfg.model.max_length, truncation=cfg.model.truncation,
                              score_stats=stats, extra={"backbone": cfg.model.backbone})
+
+
+def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    """Platt scaling of the reward to P(user satisfied) on the held-out split, served as ``p_satisfied``; a
+    split with one class only records why there is no fit."""
+    from wildreward.eval.metrics import fit_platt
+    from wildreward.ordinal import SATISFIED_MIN_LEVEL
+
+    satisfied = (label >= SATISFIED_MIN_LEVEL).astype(int)
+    out: dict[str, Any] = {"target": f"P(label >= {SATISFIED_MIN_LEVEL})", "n": int(len(label)),
+                           "positives": int(satisfied.sum())}
+    if 0 < satisfied.sum() < len(satisfied):
+        out["a"], out["b"] = fit_platt(reward, satisfied)
+    else:
+        out["skipped"] = "the held-out split has one class only"
+    return out
 
 
 def write_report(out: Path) -> dict[str, Any]:
