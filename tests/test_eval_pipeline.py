@@ -153,3 +153,25 @@ def test_consistency_auc_and_failed_row(run, model_dir):
     assert report["scorers"]["rm"]["failed_examples"] == 1 and report["scorers"]["rm"]["errors"]
     saved = pq.read_table(out / "consistency_scores.parquet").to_pydict()
     assert saved["id"][-1] == "broken" and saved["rm"][-1] is None
+
+
+def test_endpoint_scores_match_the_actor_pool(ray_local, model_dir):
+    """The same examples scored by a running `wildreward serve` and offline. The service refuses an empty reply
+    (HH-RLHF has a few), so there it is a counted failure, never a made-up score."""
+    from wildreward import ray_compat as rc
+    from wildreward.eval.score import score_examples
+    from wildreward.serve.app import build_app
+    from wildreward.serve.config import ServeConfig
+
+    pairs = load_benchmark("hh_harmless", default_path("hh_harmless", DATA)).records[:4]
+    examples = [{"history": p["history"], "query": p["query"], "response": p[side]}
+                for p in pairs for side in ("chosen", "rejected")]
+    examples.append({"history": [], "query": "anything?", "response": ""})
+    cfg = ServeConfig(model_dir=model_dir, port=8392, max_batch_size=8, num_cpus=0.5)
+    rc.serve_run(build_app(cfg), name="eval-test", host=cfg.host, port=cfg.port)
+    try:
+        served = score_examples(examples, endpoint=f"http://127.0.0.1:{cfg.port}", batch_size=4)
+    finally:
+        rc.serve_shutdown()
+    assert served.scores[:-1] == pytest.approx(RewardModel(model_dir).score(examples[:-1]), abs=1e-4)
+    assert served.scores[-1] is None and "422" in served.errors[-1]

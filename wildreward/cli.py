@@ -35,6 +35,17 @@ def run_train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_users_scaling_command(args: argparse.Namespace) -> int:
+    from wildreward.eval.users import UsersScalingConfig, run_users_scaling
+
+    cfg = load_config(UsersScalingConfig, args.config, args.overrides)
+    report = run_users_scaling(cfg)
+    for metric, curve in report["curves"].items():
+        print(f"{metric}: " + ", ".join(f"{c['users']} users {c['mean']:.3f}±{c['std']:.3f}" for c in curve))
+    print(f"report: {cfg.output_dir}/report.json, plot: {cfg.output_dir}/users_scaling.png")
+    return 0
+
+
 def run_serve_command(args: argparse.Namespace) -> int:
     import time
 
@@ -107,6 +118,7 @@ def write_serve_config(cfg, path: str) -> str:
 COMMANDS = {
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
+    "users-scaling": (run_users_scaling_command, "RMs trained on data from N distinct users -> performance curve"),
     "serve": (run_serve_command, "reward model -> HTTP + DeploymentHandle service (Ray Serve)"),
     "eval": (run_eval_command, "reward model -> benchmark accuracy, calibration, consistency report (Ray Data)"),
 }

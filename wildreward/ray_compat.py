@@ -206,3 +206,23 @@ def serve_replica_states(app_name: str, deployment: str = "RewardServer") -> dic
     from ray import serve
 
     return dict(serve.status().applications[app_name].deployments[deployment].replica_states)
+
+
+# ---------------------------------------------------------------- tasks
+
+def run_tasks(fn: Callable[..., Any], args: list[tuple], max_parallel: int) -> list[Any]:
+    """``fn(*a)`` for each ``a`` as Ray tasks, at most ``max_parallel`` at once, results in input order. The tasks
+    ask for no CPU themselves: what they launch (Train workers, actor pools) asks for its own resources."""
+    import ray
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(fn)
+    pending: dict[Any, int] = {}
+    results: list[Any] = [None] * len(args)
+    next_index = 0
+    while next_index < len(args) or pending:
+        while next_index < len(args) and len(pending) < max_parallel:
+            pending[remote.remote(*args[next_index])] = next_index
+            next_index += 1
+        (done,), _ = ray.wait(list(pending), num_returns=1)
+        results[pending.pop(done)] = ray.get(done)
+    return results

@@ -159,11 +159,10 @@ def accuracy_cell(res: dict | None) -> str:
 
 
 def benchmark_section(name: str, b: dict, scorers: list[str]) -> str:
-    counts = table(["scorer", "pairs scored", "failed"] if name != "rm_bench" else ["scorer", "prompts scored",
-                                                                                    "failed"],
-                   [[s, b["scorers"][s]["scored"], b["scorers"][s]["failed"]] for s in scorers])
     unit = "prompts" if name == "rm_bench" else "pairs"
     skipped = ", ".join(f"{reason}: {n}" for reason, n in b["skip_reasons"].items()) or "none"
+    counts = table(["scorer", f"{unit} scored", "failed"],
+                   [[s, b["scorers"][s]["scored"], b["scorers"][s]["failed"]] for s in scorers])
     text = [f"### {name}", f"`{b['path']}`: {b['loaded']} {unit} loaded, {b['evaluated']} evaluated "
             f"({b['not_sampled']} left out by max_pairs); rows skipped by the loader: {skipped}.", "", counts, ""]
     if name == "rm_bench":
@@ -178,19 +177,18 @@ def benchmark_section(name: str, b: dict, scorers: list[str]) -> str:
     ref = next((b["scorers"][s] for s in scorers if "overall" in b["scorers"][s]), None)
     if ref is None:
         return "\n".join(text)
-    parts = [*ref["subsets"], *(f"[{g}]" for g in ref.get("groups", {})), "all"]
+    # (row label, where the row's result sits in a scorer's result)
+    parts = ([(sub, ("subsets", sub)) for sub in ref["subsets"]]
+             + [(f"{g} (pooled)", ("groups", g)) for g in ref.get("groups", {})] + [("all", ("overall", None))])
 
-    def pick(res: dict, part: str):
-        if "overall" not in res:
+    def pick(res: dict, where: tuple[str, str | None]) -> dict | None:
+        kind, key = where
+        if kind not in res:
             return None
-        if part == "all":
-            return res["overall"]
-        if part.startswith("["):
-            return res.get("groups", {}).get(part[1:-1])
-        return res["subsets"].get(part)
+        return res[kind] if key is None else res[kind].get(key)
 
-    rows = [[part, (pick(ref, part) or {}).get("n", "–"), *(accuracy_cell(pick(b["scorers"][s], part))
-                                                            for s in scorers)] for part in parts]
+    rows = [[label, (pick(ref, where) or {}).get("n", "–"), *(accuracy_cell(pick(b["scorers"][s], where))
+                                                              for s in scorers)] for label, where in parts]
     return "\n".join(text + [table(["subset", "pairs", *scorers], rows), ""])
 
 
@@ -198,17 +196,22 @@ def write_markdown(report: dict, path: Path) -> None:
     scorers = list(report["scorers"])
     summary = summary_table(report)
     columns = list(dict.fromkeys(c for row in summary.values() for c in row))
-    fmt = {c: (lambda v: f"{v:.3f}") if c in ("Consistency AUC",) else pct for c in columns}
+
+    def cell(column: str, value: float) -> str:
+        return f"{value:.3f}" if column == "Consistency AUC" else pct(value)
+
     lines = ["# Reward-model evaluation", "",
              "Pointwise scores, a pair is right when R(chosen) > R(rejected); ties (|margin| <= "
              f"{report['tie_eps']:g}) count half. Accuracies and ECE in %.", ""]
     lines += [f"- **{s}**: {info['source']}" for s, info in report["scorers"].items()]
     lines += ["", "## Summary", "", table(["scorer", *columns],
-                                          [[s, *(fmt[c](summary[s][c]) if c in summary[s] else "–" for c in columns)]
+                                          [[s, *(cell(c, summary[s][c]) if c in summary[s] else "–" for c in columns)]
                                            for s in scorers]), ""]
     lines += ["## Benchmarks", ""] + [benchmark_section(n, b, scorers) for n, b in report["benchmarks"].items()]
     cal = report.get("calibration")
-    if cal:
+    if not cal:
+        lines += ["## Calibration", "", "Not computed: it needs rm_bench among the benchmarks.", ""]
+    else:
         lines += ["## Calibration (RM-Bench normal pairs)", "", cal["note"], ""]
         rows = [[s, c.get("n", 0), pct(c.get("ece")), *(f"{c[k]:.3f}" if k in c else "–" for k in ("a", "b")),
                  c.get("error", "")] for s, c in cal["scorers"].items()]
@@ -217,8 +220,8 @@ def write_markdown(report: dict, path: Path) -> None:
         if curves:
             header = ["threshold", *(f"{s} {k}" for s in curves for k in ("acc", "coverage"))]
             thresholds = [t["threshold"] for t in next(iter(curves.values()))]
-            rows = [[f"{t:g}", *(pct(curves[s][k][m]) for s in curves for m in ("accuracy", "coverage"))]
-                    for k, t in enumerate(thresholds)]
+            rows = [[f"{t:g}", *(pct(curves[s][i][m]) for s in curves for m in ("accuracy", "coverage"))]
+                    for i, t in enumerate(thresholds)]
             lines += [table(header, rows), "", "![threshold accuracy](threshold_accuracy.png)",
                       "![reliability](reliability.png)", ""]
     cons = report.get("consistency")

@@ -31,8 +31,13 @@ def describe(err: Exception) -> str:
     return f"{type(err).__name__}: {err}"[:500]
 
 
+def as_item(ex: dict) -> dict:
+    """The fields a reward model reads (the request item of `wildreward serve`)."""
+    return {"history": ex.get("history") or [], "query": ex.get("query"), "response": ex.get("response")}
+
+
 def example_key(ex: dict) -> str:
-    return json.dumps([ex.get("history") or [], ex.get("query"), ex.get("response")], ensure_ascii=False)
+    return json.dumps(as_item(ex), ensure_ascii=False)
 
 
 def deduplicate(examples: Sequence[dict]) -> tuple[list[dict], list[int]]:
@@ -112,7 +117,7 @@ def score_with_actors(examples: list[dict], model_dir: str, *, batch_size: int, 
     if not examples:
         return Scored([], [])
     rc.init_ray()
-    items = [{"idx": i, "example": json.dumps(ex, ensure_ascii=False)} for i, ex in enumerate(examples)]
+    items = [{"idx": i, "example": json.dumps(as_item(ex), ensure_ascii=False)} for i, ex in enumerate(examples)]
     ds = rc.from_items(items, num_blocks=math.ceil(len(items) / batch_size))
     ds = rc.map_with_actors(ds, RewardScorer, {"model_dir": model_dir, "num_gpus": num_gpus, "dtype": dtype},
                             batch_size=batch_size, min_actors=1, max_actors=num_actors, num_cpus=num_cpus,
@@ -148,10 +153,6 @@ def score_with_endpoint(examples: list[dict], url: str, batch_size: int) -> Scor
             print(f"[eval] {url}: {len(scores)}/{len(examples)} distinct examples scored "
                   f"({sum(e is not None for e in errors)} failed)", flush=True)
     return Scored(scores, errors)
-
-
-def as_item(ex: dict) -> dict:
-    return {"history": ex.get("history") or [], "query": ex.get("query"), "response": ex.get("response")}
 
 
 def score_one(client: RewardClient, ex: dict) -> tuple[float | None, str | None]:
