@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from wildreward.config import load_config
+from wildreward.eval.users import UsersScalingConfig
 from wildreward.extract.config import ExtractConfig
 from wildreward.train.config import TrainConfig
 
@@ -36,7 +37,8 @@ def check_entrypoint(entrypoint: str) -> None:
     config = argv[argv.index("--config") + 1]
     assert (REPO / config).is_file(), config
     overrides = [a for a in argv[argv.index("--config") + 2:] if "=" in a]
-    stage = {"jobs/extract.py": ExtractConfig, "jobs/train_rm.py": TrainConfig}[argv[1]]
+    stage = {"jobs/extract.py": ExtractConfig, "jobs/train_rm.py": TrainConfig,
+             "jobs/users_scaling.py": UsersScalingConfig}[argv[1]]
     load_config(stage, REPO / config, overrides)
 
 
