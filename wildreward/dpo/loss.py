@@ -42,7 +42,7 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).logits
 
-    targets, mask = input_ids[:, 1:], loss_mask[:, 1:]
+    logits, targets, mask = logits[:, :-1], input_ids[:, 1:], loss_mask[:, 1:]  # views: position t predicts t+1
     start = int(mask.any(0).nonzero()[0])  # the prompt region predicts nothing we need
     total = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
     for s in range(start, mask.shape[1], chunk):
@@ -80,8 +80,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     if not (policy_chosen.shape == policy_rejected.shape == ref_chosen.shape == ref_rejected.shape) \
             or policy_chosen.dim() != 1:
         raise ValueError("dpo_loss takes four [pairs] tensors of the same shape")
-    chosen = policy_chosen.float() - ref_chosen.detach().float()
-    rejected = policy_rejected.float() - ref_rejected.detach().float()
+    chosen = policy_chosen.float() - ref_chosen.float()
+    rejected = policy_rejected.float() - ref_rejected.float()
     h = chosen - rejected
     z = beta * h
     if loss_type == "sigmoid":

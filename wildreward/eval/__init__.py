@@ -4,6 +4,9 @@
                   RewardBench, JudgeBench and PPE, all returning one pair-record schema
 - ``metrics``     pure numpy math: pairwise and RM-Bench accuracy, accuracy by margin threshold, Platt scaling,
                   expected calibration error, ROC-AUC
+- ``score``       scorers: the RM in a Ray Data actor pool or at a served endpoint, length and random baselines
+- ``report``      scores -> metrics per benchmark, calibration, consistency; report.json / report.md / plots
+- ``pipeline``    ``run_eval`` (``wildreward eval``), configured by ``config.EvalConfig``
 
 Pair record (plain dict): benchmark str, subset str, pair_id str (unique within a benchmark),
 history list[{role, content}] (earlier turns, roles user|assistant), query str (the last user turn),
