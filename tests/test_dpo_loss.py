@@ -60,6 +60,8 @@ def test_bad_arguments():
         dpo_loss(**PAIRS, label_smoothing=0.5)
     with pytest.raises(ValueError, match="same shape"):
         dpo_loss(torch.zeros(2), torch.zeros(3), torch.zeros(2), torch.zeros(2))
+    with pytest.raises(ValueError, match="at least one pair"):
+        dpo_loss(*[torch.zeros(0)] * 4)
 
 
 def test_kl_estimate():
@@ -82,6 +84,18 @@ def models(tiny_lm):
     ref = AutoModelForCausalLM.from_pretrained(tiny_lm).eval()
     ref.requires_grad_(False)
     return policy, ref, AutoTokenizer.from_pretrained(tiny_lm)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(models):
+    """Absolute position embeddings: left padding only works if position ids skip the pads."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = models[2]
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                                      initializer_range=0.2, bos_token_id=tok.bos_token_id,
+                                      eos_token_id=tok.eos_token_id)).eval()
 
 
 def rows(tok):
@@ -124,8 +138,10 @@ def naive_logps(model, pairs, length_normalize=False):
 
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("length_normalize", [False, True])
-def test_sequence_logps_matches_naive(models, side, length_normalize):
-    policy, _, tok = models
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sequence_logps_matches_naive(models, tiny_gpt2, arch, side, length_normalize):
+    _, _, tok = models
+    policy = models[0] if arch == "llama" else tiny_gpt2
     pairs = rows(tok)
     with torch.no_grad():
         expected = naive_logps(policy, pairs, length_normalize)
@@ -133,7 +149,7 @@ def test_sequence_logps_matches_naive(models, side, length_normalize):
             got = sequence_logps(policy, *batch(pairs, tok.pad_token_id, side), length_normalize=length_normalize,
                                  chunk=chunk)
             assert got.dtype == torch.float32 and got.shape == (3,)
-            assert torch.allclose(got, expected, rtol=1e-5, atol=1e-4), (chunk, got, expected)
+            assert torch.allclose(got, expected, rtol=1e-6, atol=1e-4), (chunk, got, expected)
 
 
 def test_sequence_logps_gradient_matches_naive(models):

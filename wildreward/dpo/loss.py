@@ -25,11 +25,13 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
 
     ``loss_mask`` [batch, seq] marks the response tokens (through the first EOS); token t is predicted by the
     logits at position t-1. Padding may be on either side: position ids are counted over real tokens only, so a
-    left-padded row gets the same log-probs as without padding (HF models otherwise number pads too).
+    left-padded row gets the same log-probs as without padding. (HF models number the pads too when given no
+    position ids; rotary models do not mind the shift, models with absolute positions such as GPT-2 do.)
 
-    The model's logits stay in their dtype; the fp32 upcast happens ``chunk`` positions at a time, and under
-    autograd each chunk is recomputed in the backward pass instead of kept, so no fp32 [batch, seq, vocab]
-    tensor ever exists at once (for Llama-3's 128k vocabulary that copy would be the largest tensor of the step).
+    Memory: the model returns logits for the response span only (``logits_to_keep``, which HF causal LMs take),
+    in their own dtype; the fp32 upcast happens ``chunk`` positions at a time, and under autograd each chunk is
+    recomputed in the backward pass instead of kept, so no fp32 [batch, seq, vocab] tensor ever exists at once
+    (for Llama-3's 128k vocabulary that copy would be the largest tensor of the step).
     """
     attention_mask, loss_mask = attention_mask.bool(), loss_mask.bool()
     if loss_mask[:, 0].any():
@@ -40,12 +42,13 @@ def sequence_logps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if (n_tokens == 0).any():
         raise ValueError("a row has no response tokens")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids).logits
-
-    logits, targets, mask = logits[:, :-1], input_ids[:, 1:], loss_mask[:, 1:]  # views: position t predicts t+1
-    start = int(mask.any(0).nonzero()[0])  # the prompt region predicts nothing we need
+    first = int(loss_mask.any(0).nonzero()[0])  # first response column over the batch (>= 1, checked above)
+    # Logits only from position first-1 on: the prompt region predicts nothing we need.
+    logits = model(input_ids=input_ids, attention_mask=attention_mask.long(), position_ids=position_ids,
+                   use_cache=False, logits_to_keep=input_ids.shape[1] - first + 1).logits[:, :-1]
+    targets, mask = input_ids[:, first:], loss_mask[:, first:]  # logits[:, i] predicts targets[:, i]
     total = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
-    for s in range(start, mask.shape[1], chunk):
+    for s in range(0, mask.shape[1], chunk):
         piece, piece_targets = logits[:, s:s + chunk], targets[:, s:s + chunk]
         if torch.is_grad_enabled() and piece.requires_grad:
             logps = checkpoint(_token_logps, piece, piece_targets, use_reentrant=False)
@@ -80,8 +83,10 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
     if not (policy_chosen.shape == policy_rejected.shape == ref_chosen.shape == ref_rejected.shape) \
             or policy_chosen.dim() != 1:
         raise ValueError("dpo_loss takes four [pairs] tensors of the same shape")
-    chosen = policy_chosen.float() - ref_chosen.float()
-    rejected = policy_rejected.float() - ref_rejected.float()
+    if policy_chosen.numel() == 0:
+        raise ValueError("dpo_loss needs at least one pair (the mean of none is NaN)")
+    chosen = policy_chosen.float() - ref_chosen.detach().float()
+    rejected = policy_rejected.float() - ref_rejected.detach().float()
     h = chosen - rejected
     z = beta * h
     if loss_type == "sigmoid":
