@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's main command: start a loopback Ray head, submit the pipeline stages with `ray job submit` (extract,
-# then train on its output), stream their logs, print where the outputs are, stop Ray.
+# then train on its output, then eval of the trained model on the benchmarks in ../shared/data when present),
+# stream their logs, print where the outputs are, stop Ray.
 # Extra arguments are dotted config overrides prefixed with their stage:
 #   bash jobs/run_local.sh                                   # embedded default -> outputs/default
-#   OUT=/tmp/run1 bash jobs/run_local.sh extract.annotator.mode=freeform train.optim.lr=1e-4
+#   OUT=/tmp/run1 bash jobs/run_local.sh extract.annotator.mode=freeform train.optim.lr=1e-4 eval.max_pairs=50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
@@ -11,15 +12,18 @@ export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_USAGE_STAT
 OUT=${OUT:-$PWD/outputs/default}
 EXTRACT_CONFIG=${EXTRACT_CONFIG:-jobs/configs/extract_default.yaml}
 TRAIN_CONFIG=${TRAIN_CONFIG:-jobs/configs/train_default.yaml}
+EVAL_CONFIG=${EVAL_CONFIG:-jobs/configs/eval_default.yaml}
+SHARED=${WILDREWARD_SHARED:-$(cd .. && pwd)/shared}
 PORT=${RAY_PORT:-6379}
 DASH=${RAY_DASHBOARD_PORT:-8265}
 
-extract_args=() train_args=()
+extract_args=() train_args=() eval_args=()
 for arg in "$@"; do
     case "$arg" in
         extract.*) extract_args+=("${arg#extract.}") ;;
         train.*) train_args+=("${arg#train.}") ;;
-        *) echo "run_local: override '$arg' must start with extract. or train." >&2; exit 2 ;;
+        eval.*) eval_args+=("${arg#eval.}") ;;
+        *) echo "run_local: override '$arg' must start with extract., train. or eval." >&2; exit 2 ;;
     esac
 done
 
@@ -45,3 +49,10 @@ echo "run_local: data set in $OUT/extract (train/, test/, stats.json, dataset_ca
 submit train jobs/train_rm.py --config "$TRAIN_CONFIG" "output_dir=$OUT/train" "data.train=[$OUT/extract/train]" \
     "data.test=[$OUT/extract/test]" ${train_args[@]+"${train_args[@]}"}
 echo "run_local: reward model in $OUT/train/model (HF format + wildreward.json); metrics.jsonl, eval.json, curves.png in $OUT/train"
+if [ -d "$SHARED/data/benchmarks" ]; then
+    submit eval jobs/eval_rm.py --config "$EVAL_CONFIG" "output_dir=$OUT/eval" "model_dir=$OUT/train/model" \
+        "data_dir=$SHARED/data" "consistency_data=$OUT/extract/test" ${eval_args[@]+"${eval_args[@]}"}
+    echo "run_local: evaluation in $OUT/eval (report.md, report.json, threshold_accuracy.png, reliability.png)"
+else
+    echo "run_local: no benchmarks at $SHARED/data/benchmarks (set WILDREWARD_SHARED): eval skipped"
+fi

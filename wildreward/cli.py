@@ -46,6 +46,20 @@ def run_users_scaling_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_dpo_command(args: argparse.Namespace) -> int:
+    from wildreward.dpo.config import DPOConfig
+    from wildreward.dpo.pipeline import run_dpo
+
+    cfg = load_config(DPOConfig, args.config, args.overrides)
+    report = run_dpo(cfg)
+    for when in ("before", "after"):
+        r = report[when]
+        print(f"{when}: held-out reward {r.get('reward_mean')}, tokens {r.get('response_tokens_mean')}, "
+              f"instruction checks {r.get('instruction_checks', {}).get('overall')}")
+    print(f"policy: {report['policy_dir']}")
+    return 0
+
+
 def run_serve_command(args: argparse.Namespace) -> int:
     import time
 
@@ -119,6 +133,7 @@ COMMANDS = {
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
     "users-scaling": (run_users_scaling_command, "RMs trained on data from N distinct users -> performance curve"),
+    "dpo": (run_dpo_command, "policy + served reward model -> online DPO (Ray Train + Serve + vLLM)"),
     "serve": (run_serve_command, "reward model -> HTTP + DeploymentHandle service (Ray Serve)"),
     "eval": (run_eval_command, "reward model -> benchmark accuracy, calibration, consistency report (Ray Data)"),
 }

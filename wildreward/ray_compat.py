@@ -226,3 +226,49 @@ def run_tasks(fn: Callable[..., Any], args: list[tuple], max_parallel: int) -> l
         (done,), _ = ray.wait(list(pending), num_returns=1)
         results[pending.pop(done)] = ray.get(done)
     return results
+
+
+# ---------------------------------------------------------------- cluster state (tests, benchmarks)
+
+def cluster_state(dashboard_url: str, timeout_s: float = 10.0) -> dict:
+    """Alive nodes and not-yet-dead actors (alive, pending, restarting) via the state API of the cluster whose
+    dashboard is at ``dashboard_url``. The address is explicit: on a shared machine "auto" can find someone
+    else's cluster."""
+    from ray.util.state import list_actors, list_nodes
+
+    nodes = list_nodes(address=dashboard_url, filters=[("state", "=", "ALIVE")], limit=10_000, timeout=timeout_s,
+                       raise_on_missing_output=False)
+    actors = list_actors(address=dashboard_url, filters=[("state", "!=", "DEAD")], detail=True, limit=10_000,
+                         timeout=timeout_s, raise_on_missing_output=False)
+    return {"nodes": [{"node_id": n.node_id, "is_head": bool(n.is_head_node),
+                       "cpus": float((n.resources_total or {}).get("CPU", 0))} for n in nodes],
+            "actors": [{"actor_id": a.actor_id, "class_name": a.class_name, "repr_name": a.repr_name or "",
+                        "state": a.state, "pid": a.pid, "node_id": a.node_id, "num_restarts": a.num_restarts}
+                       for a in actors]}
+
+
+# ---------------------------------------------------------------- actors
+
+def start_actors(cls: type, n: int, kwargs: dict, *, num_cpus: float, num_gpus: float) -> list:
+    """``n`` actors of ``cls``; returns once every constructor has finished (so errors surface here)."""
+    import ray
+
+    actor_cls = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus or None)(cls)
+    actors = [actor_cls.remote(**kwargs) for _ in range(n)]
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    return actors
+
+
+def call(actor, method: str, *args):
+    """A blocking actor method call."""
+    import ray
+
+    return ray.get(getattr(actor, method).remote(*args))
+
+
+def call_all(actors: list, method: str, *args) -> list:
+    """The same call on every actor; large arguments are put in the object store once, not once per actor."""
+    import ray
+
+    refs = [ray.put(a) for a in args]
+    return ray.get([getattr(actor, method).remote(*refs) for actor in actors])

@@ -27,6 +27,8 @@ class RolloutConfig(Section):
     num_engines: int = Field(1, ge=1)
     num_gpus_per_engine: float = Field(0.0, ge=0)
     num_cpus_per_engine: float = Field(1.0, gt=0)
+    engine_kwargs: dict = Field(default_factory=dict, description=(
+        "Extra vLLM LLM(...) arguments, e.g. tensor_parallel_size: 2, gpu_memory_utilization: 0.85."))
 
 
 class RMConfig(Section):

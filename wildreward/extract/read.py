@@ -10,8 +10,11 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
+
+import pyarrow as pa
 
 from wildreward.extract.config import ReadConfig
 
@@ -132,7 +135,10 @@ def plan_parquet(path: Path, split: bool) -> list[dict]:
     """One task per row group (record numbers carried over from the metadata), or one for the whole file."""
     import pyarrow.parquet as pq
 
-    meta = pq.ParquetFile(path).metadata
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except UNREADABLE:  # corrupt or empty: one task, whose read quarantines the file with the error
+        return [read_spec(path, "parquet", 0, None, 1)]
     if not split or meta.num_row_groups <= 1:
         return [read_spec(path, "parquet", 0, None, 1)]
     specs, line = [], 1
@@ -144,13 +150,25 @@ def plan_parquet(path: Path, split: bool) -> list[dict]:
 
 # ---------------------------------------------------------------- reading (worker side)
 
+# A file that cannot be read on (corrupt gzip or Parquet, cut-off gzip, I/O error) raises one of these.
+UNREADABLE = (OSError, EOFError, zlib.error, pa.ArrowException)
+
+
 def read_task(spec: dict, cfg: ReadConfig) -> Iterator[dict]:
-    """Stream one read task: a conversation row per well-formed record, a quarantine row per malformed one."""
-    records = {"jsonl": read_jsonl, "json": read_json, "parquet": read_parquet}[spec["format"]](spec)
-    for n, (line, value, raw) in enumerate(records):
-        if cfg.max_conversations is not None and n >= cfg.max_conversations:
-            return
-        yield to_row(value, raw, spec["path"], line, cfg)
+    """Stream one read task: a conversation row per well-formed record, a quarantine row per malformed one.
+    A file that cannot be read on ends its task with one 'unreadable_file' quarantine row after the rows read."""
+    line = spec["line"]
+    try:
+        records = {"jsonl": read_jsonl, "json": read_json, "parquet": read_parquet}[spec["format"]](spec)
+        for n, (line, value, raw) in enumerate(records):
+            if cfg.max_conversations is not None and n >= cfg.max_conversations:
+                return
+            row = to_row(value, raw, spec["path"], line, cfg)
+            line += 1
+            yield row
+    except UNREADABLE as err:
+        yield to_row(Malformed(f"unreadable_file: {type(err).__name__}: {str(err)[:200]}"), "", spec["path"], line,
+                     cfg)
 
 
 def open_binary(path: str) -> IO[bytes]:

@@ -1,20 +1,21 @@
 """Two ways to step the model inside a Ray Train worker: DeepSpeed ZeRO 0-3, or plain DDP (the fallback).
 
-Both expose the same four calls to the training loop: ``train_micro_batch`` (forward + backward, optimizer step
-on accumulation boundaries), ``eval_logits``, ``save`` and ``load`` (a checkpoint directory per rank; Ray Train
-merges the ranks' directories into one checkpoint), plus ``lr``.
+Both expose the same calls to a training loop: ``backward_micro`` (a loss computed from the model, backward,
+optimizer step on accumulation boundaries; ``train_micro_batch`` is it with the ordinal loss), ``eval_logits``,
+``save`` and ``load`` (a checkpoint directory per rank; Ray Train merges the ranks' directories into one
+checkpoint), ``lr`` and ``module`` (the bare model). The RM trainer and online DPO both build them.
 """
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from wildreward.ordinal import lr_factor, ordinal_loss
-from wildreward.train.config import TrainConfig
+from wildreward.train.config import DistConfig, OptimConfig, TrainConfig
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight", "cutpoints_raw")
 
@@ -28,54 +29,84 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def schedule(total_steps: int, cfg: TrainConfig):
-    warmup = int(round(cfg.optim.warmup_ratio * total_steps))
-    return lambda step: lr_factor(step, total_steps, warmup, cfg.optim.schedule)
+def schedule(total_steps: int, optim: OptimConfig):
+    warmup = int(round(optim.warmup_ratio * total_steps))
+    return lambda step: lr_factor(step, total_steps, warmup, optim.schedule)
 
 
-def build_engine(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
-    if cfg.dist.strategy == "deepspeed":
-        return DeepSpeedEngine(model, cfg, total_steps)
-    return DDPEngine(model, cfg, total_steps, device)
+def build_engine(model: torch.nn.Module, dist_cfg: DistConfig, optim: OptimConfig, *, micro_batch: int,
+                 grad_accum: int, total_steps: int, device: torch.device):
+    """``grad_accum`` micro-batches of ``micro_batch`` rows per worker make one optimizer step."""
+    if dist_cfg.strategy == "deepspeed":
+        return DeepSpeedEngine(model, dist_cfg, optim, micro_batch, grad_accum, total_steps)
+    return DDPEngine(model, dist_cfg, optim, grad_accum, total_steps, device)
+
+
+def build_rm_engine(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
+    return build_engine(model, cfg.dist, cfg.optim, micro_batch=cfg.batch.micro_batch_size,
+                        grad_accum=cfg.grad_accum, total_steps=total_steps, device=device)
+
+
+def ordinal_batch_loss(batch: dict[str, Any], device) -> Callable[[torch.nn.Module], torch.Tensor]:
+    return lambda model: ordinal_loss(model(input_ids=batch["input_ids"].to(device),
+                                            attention_mask=batch["attention_mask"].to(device)),
+                                      batch["labels"].to(device))
 
 
 class DeepSpeedEngine:
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int):
+    def __init__(self, model: torch.nn.Module, dist_cfg: DistConfig, optim: OptimConfig, micro_batch: int,
+                 grad_accum: int, total_steps: int):
         import deepspeed
+        import torch.distributed as dist
 
         # Ray Train has already created the process group; DeepSpeed reuses it.
-        deepspeed.init_distributed(dist_backend="nccl" if cfg.dist.use_gpu else "gloo")
-        zero: dict[str, Any] = {"stage": cfg.dist.zero_stage}
-        if cfg.dist.offload_optimizer and cfg.dist.zero_stage > 0:
-            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": cfg.dist.use_gpu}
+        deepspeed.init_distributed(dist_backend="nccl" if dist_cfg.use_gpu else "gloo")
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        zero: dict[str, Any] = {"stage": dist_cfg.zero_stage}
+        if dist_cfg.offload_optimizer and dist_cfg.zero_stage > 0:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": dist_cfg.use_gpu}
         ds_config = {
-            "train_batch_size": cfg.batch.global_batch_size,
-            "train_micro_batch_size_per_gpu": cfg.batch.micro_batch_size,
-            "gradient_accumulation_steps": cfg.grad_accum,
-            "gradient_clipping": cfg.optim.max_grad_norm,
+            "train_batch_size": micro_batch * grad_accum * world,
+            "train_micro_batch_size_per_gpu": micro_batch,
+            "gradient_accumulation_steps": grad_accum,
+            "gradient_clipping": optim.max_grad_norm,
             "zero_optimization": zero,
-            "bf16": {"enabled": cfg.dist.precision == "bf16"},
-            "fp16": {"enabled": cfg.dist.precision == "fp16"},
+            "bf16": {"enabled": dist_cfg.precision == "bf16"},
+            "fp16": {"enabled": dist_cfg.precision == "fp16"},
             # torch_adam: DeepSpeed's fused Adam needs a CUDA build; on CPU use torch's (platform.md §4).
             "optimizer": {"type": "AdamW", "params": {
-                "lr": cfg.optim.lr, "betas": list(cfg.optim.betas), "eps": cfg.optim.eps,
-                "weight_decay": cfg.optim.weight_decay, "torch_adam": not cfg.dist.use_gpu}},
+                "lr": optim.lr, "betas": list(optim.betas), "eps": optim.eps,
+                "weight_decay": optim.weight_decay, "torch_adam": not dist_cfg.use_gpu}},
             "steps_per_print": 1 << 30,
         }
-        lr_fn = schedule(total_steps, cfg)
+        lr_fn = schedule(total_steps, optim)
+        self.zero_stage = dist_cfg.zero_stage
         self.engine, *_ = deepspeed.initialize(
-            model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config,
+            model=model, model_parameters=param_groups(model, optim.weight_decay), config=ds_config,
             lr_scheduler=lambda opt: LambdaLR(opt, lr_fn))
         self.device = self.engine.device
 
-    def train_micro_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
-        logits = self.engine(input_ids=batch["input_ids"].to(self.device),
-                             attention_mask=batch["attention_mask"].to(self.device))
-        loss = ordinal_loss(logits, batch["labels"].to(self.device))
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.engine.module
+
+    def backward_micro(self, compute_loss: Callable[[torch.nn.Module], torch.Tensor]) -> tuple[float, bool]:
+        """One micro-batch: ``compute_loss(model)``, backward; the optimizer steps on accumulation boundaries
+        (DeepSpeed divides the loss by the accumulation count)."""
+        loss = compute_loss(self.engine)
         boundary = self.engine.is_gradient_accumulation_boundary()
         self.engine.backward(loss)
         self.engine.step()
         return float(loss.detach()), boundary
+
+    def train_micro_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
+        return self.backward_micro(ordinal_batch_loss(batch, self.device))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights on CPU, on every rank (ZeRO 0-2 keep full parameters on each rank)."""
+        if self.zero_stage == 3:
+            raise NotImplementedError("full_state_dict with ZeRO-3 (parameters are partitioned): use stage <= 2")
+        return {k: v.detach().cpu() for k, v in self.engine.module.state_dict().items()}
 
     @torch.no_grad()
     def eval_logits(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -100,35 +131,40 @@ class DeepSpeedEngine:
 
 
 class DDPEngine:
-    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, total_steps: int, device: torch.device):
+    def __init__(self, model: torch.nn.Module, dist_cfg: DistConfig, optim: OptimConfig, grad_accum: int,
+                 total_steps: int, device: torch.device):
         from wildreward import ray_compat as rc
 
-        self.cfg, self.device = cfg, device
+        self.grad_accum, self.max_grad_norm, self.device = grad_accum, optim.max_grad_norm, device
         self.model = rc.prepare_ddp_model(model)
         self.module = getattr(self.model, "module", self.model)
-        self.optimizer = torch.optim.AdamW(param_groups(self.module, cfg.optim.weight_decay), lr=cfg.optim.lr,
-                                           betas=cfg.optim.betas, eps=cfg.optim.eps)
-        self.scheduler = LambdaLR(self.optimizer, schedule(total_steps, cfg))
+        self.optimizer = torch.optim.AdamW(param_groups(self.module, optim.weight_decay), lr=optim.lr,
+                                           betas=optim.betas, eps=optim.eps)
+        self.scheduler = LambdaLR(self.optimizer, schedule(total_steps, optim))
         self.micro = 0
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dist.precision == "bf16")
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dist_cfg.precision == "bf16")
 
-    def train_micro_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
+    def backward_micro(self, compute_loss: Callable[[torch.nn.Module], torch.Tensor]) -> tuple[float, bool]:
         self.micro += 1
-        boundary = self.micro % self.cfg.grad_accum == 0
+        boundary = self.micro % self.grad_accum == 0
         # Gradients are only all-reduced on the boundary micro-batch.
         sync = contextlib.nullcontext() if boundary or not hasattr(self.model, "no_sync") else self.model.no_sync()
         with sync:
             with self.autocast:
-                logits = self.model(input_ids=batch["input_ids"].to(self.device),
-                                    attention_mask=batch["attention_mask"].to(self.device))
-            loss = ordinal_loss(logits, batch["labels"].to(self.device))
-            (loss / self.cfg.grad_accum).backward()
+                loss = compute_loss(self.model)
+            (loss / self.grad_accum).backward()
         if boundary:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), boundary
+
+    def train_micro_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
+        return self.backward_micro(ordinal_batch_loss(batch, self.device))
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
 
     @torch.no_grad()
     def eval_logits(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -26,22 +26,22 @@ from wildreward.ordinal import expected_rating, ordinal_metrics
 from wildreward.rm import build_model
 from wildreward.train.config import TrainConfig
 from wildreward.train.data import REQUIRED_COLUMNS, collate, encode_rows, group_by_length
-from wildreward.train.engine import build_engine
+from wildreward.train.engine import build_rm_engine
 
-def _all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
+def all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=op)
     return t.tolist()
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _gather(obj: Any) -> list[Any]:
+def gather_objects(obj: Any) -> list[Any]:
     if dist.is_initialized() and dist.get_world_size() > 1:
         out: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(out, obj)
@@ -49,7 +49,7 @@ def _gather(obj: Any) -> list[Any]:
     return [obj]
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -131,7 +131,7 @@ class Validation:
                 labels += [e["label"] for e in chunk]
                 logits.append(out)
         local = (ids, labels, torch.cat(logits).tolist() if logits else [])
-        gathered = _gather(local)
+        gathered = gather_objects(local)
         if dist.is_initialized() and dist.get_rank() != 0:
             return {}
         all_ids = [i for g in gathered for i in g[0]]
@@ -154,7 +154,7 @@ def train_loop(config: dict[str, Any]) -> None:
     out_dir = Path(cfg.output_dir)
     rank, world = rc.train_rank()
     rc.quiet_data_progress()
-    _seed_all(cfg.seed)
+    seed_all(cfg.seed)
     model, tok = build_model(cfg.model.backbone, cfg.model.head, cfg.model.num_levels, dropout=cfg.model.dropout,
                              trust_remote_code=cfg.model.trust_remote_code)
     if cfg.model.gradient_checkpointing:
@@ -162,7 +162,7 @@ def train_loop(config: dict[str, Any]) -> None:
     mb, accum = cfg.batch.micro_batch_size, cfg.grad_accum
     window_rows = cfg.batch.length_group_size * mb
     steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
-    engine = build_engine(model, cfg, total_steps, rc.train_device())
+    engine = build_rm_engine(model, cfg, total_steps, rc.train_device())
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
     with rc.restored_checkpoint() as ckpt:
@@ -222,8 +222,8 @@ def train_loop(config: dict[str, Any]) -> None:
                     continue
                 state.update(step=state["step"] + 1, epoch=epoch, micro_in_epoch=micro)
                 step = state["step"]
-                loss_sum, rows, real, padded, trunc, cut = _all_reduce(acc.tolist())
-                (peak_rss,) = _all_reduce([_peak_rss_mb()], dist.ReduceOp.MAX)
+                loss_sum, rows, real, padded, trunc, cut = all_reduce(acc.tolist())
+                (peak_rss,) = all_reduce([peak_rss_mb()], dist.ReduceOp.MAX)
                 acc[:] = 0
                 now = time.perf_counter()
                 record = {"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss_sum / rows,

@@ -1,0 +1,238 @@
+"""The online-DPO step loop, run by every Ray Train worker.
+
+Per step: the step's prompts are split over the ranks; each rank has a rollout engine sample n responses per
+prompt, scores them through the served RM and pairs best vs worst within each prompt. The pairs of all ranks are
+gathered, checked (RM failure rate) and dealt out again evenly, so every rank runs the same number of
+micro-batches: a rank is given ``prompts_per_step / workers`` pair slots, and slots without a pair carry weight 0.
+Reference log-probs are computed for the kept pairs only (a frozen copy of the initial policy on each rank), then
+one optimizer step per step, with the loss normalised to the mean over the step's real pairs. Rank 0 then pushes
+the new weights into the rollout engines before the next generation.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from wildreward import ray_compat as rc
+from wildreward.dpo.config import DPOConfig
+from wildreward.dpo.loss import dpo_loss, sequence_logps
+from wildreward.dpo.pairs import build_pairs
+from wildreward.dpo.scoring import EMPTY, score_samples
+from wildreward.models import resolve_model
+from wildreward.train.engine import build_engine
+from wildreward.train.loop import MetricsLog, all_reduce, gather_objects, peak_rss_mb, seed_all
+
+
+def step_prompts(prompts: list[dict], step: int, per_step: int, seed: int) -> list[dict]:
+    """The prompts of (1-based) ``step``: a seeded shuffle per epoch, cut into consecutive blocks."""
+    steps_per_epoch = len(prompts) // per_step
+    epoch, index = divmod(step - 1, steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(len(prompts))
+    return [prompts[i] for i in order[index * per_step:(index + 1) * per_step]]
+
+
+def pair_rows(pairs: list[dict], samples: list[dict]) -> list[dict]:
+    """Token ids and rewards of each pair, from the rollout samples."""
+    by_key = {(s["prompt_id"], s["sample_index"]): s for s in samples}
+    rows = []
+    for p in pairs:
+        chosen, rejected = by_key[(p["prompt_id"], p["chosen_index"])], by_key[(p["prompt_id"], p["rejected_index"])]
+        rows.append({"prompt_id": p["prompt_id"], "prompt_ids": chosen["prompt_ids"],
+                     "chosen_ids": chosen["response_ids"], "rejected_ids": rejected["response_ids"],
+                     "chosen_reward": p["chosen_reward"], "rejected_reward": p["rejected_reward"]})
+    return rows
+
+
+def deal_slots(rows: list[dict], rank: int, world: int, slots: int) -> list[tuple[dict, float]]:
+    """This rank's ``slots`` (pair, weight): its share of the pairs, padded with weight-0 copies so every rank
+    runs the same micro-batches (collectives stay in step)."""
+    mine = [(r, 1.0) for r in rows[rank::world]]
+    if len(mine) > slots:
+        raise RuntimeError(f"{len(mine)} pairs for {slots} slots")  # at most one pair per prompt
+    filler = rows[0] if rows else None
+    return mine + [(filler, 0.0)] * (slots - len(mine))
+
+
+def encode_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, right-padded: input ids, attention mask and the response-token mask."""
+    seqs = [(r["prompt_ids"], r[key]) for key in ("chosen_ids", "rejected_ids") for r in rows]
+    width = max(len(p) + len(c) for p, c in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    response = torch.zeros_like(ids, dtype=torch.bool)
+    for i, (prompt, completion) in enumerate(seqs):
+        n = len(prompt) + len(completion)
+        ids[i, :n] = torch.tensor(prompt + completion)
+        attention[i, :n] = 1
+        response[i, len(prompt):n] = True
+    return {"input_ids": ids, "attention_mask": attention, "loss_mask": response}
+
+
+def load_policy(path: str, device, bf16: bool):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(resolve_model(path), use_safetensors=True,
+                                                dtype=torch.bfloat16 if bf16 else torch.float32).to(device)
+
+
+def dpo_loop(config: dict[str, Any]) -> None:
+    from transformers import AutoTokenizer
+
+    cfg = DPOConfig.model_validate(config["cfg"])
+    prompts, engines, total_steps = config["prompts"], config["engines"], config["total_steps"]
+    queries = {p["id"]: p["query"] for p in prompts}
+    out_dir = Path(cfg.output_dir)
+    rank, world = rc.train_rank()
+    seed_all(cfg.seed)
+    device = rc.train_device()
+    tok = AutoTokenizer.from_pretrained(resolve_model(cfg.policy.path))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    bf16 = cfg.dist.precision == "bf16"
+    policy = load_policy(cfg.policy.path, device, bf16=False)  # fp32 master weights; engines cast as configured
+    policy.config.use_cache = False
+    if cfg.policy.gradient_checkpointing:
+        policy.gradient_checkpointing_enable()
+    reference = load_policy(cfg.policy.path, device, bf16).eval().requires_grad_(False)
+    policy.train()
+    # Dropout would make step 1's policy and reference log-probs differ; DPO runs without it.
+    for module in policy.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    slots = cfg.batch.prompts_per_step // world
+    micro = min(cfg.batch.micro_batch_pairs, slots)
+    accum = math.ceil(slots / micro)
+    slots = micro * accum
+    engine = build_engine(policy, cfg.dist, cfg.optim, micro_batch=micro, grad_accum=accum,
+                          total_steps=total_steps, device=device)
+    rollout = engines[rank % len(engines)]
+
+    step = 0
+    with rc.restored_checkpoint() as ckpt:
+        if ckpt is not None:
+            step = engine.load(ckpt)["step"]
+    log = MetricsLog(out_dir, rank == 0, step)
+    log.say(f"{len(prompts)} prompts, {cfg.batch.prompts_per_step} per step x {cfg.policy.n_samples} samples, "
+            f"{world} workers x {accum} micro-batches of {micro} pairs; {total_steps} steps")
+
+    def push_weights() -> float:
+        start = time.perf_counter()
+        if rank == 0:
+            rc.call_all(engines, "load_weights", engine.full_state_dict())
+        if dist.is_initialized():
+            dist.barrier()
+        return time.perf_counter() - start
+
+    if step:
+        log.say(f"resumed at step {step}; pushing its weights to the rollout engines")
+        push_weights()
+    while step < total_steps:
+        step += 1
+        times: dict[str, float] = {}
+        t = time.perf_counter()
+        mine = step_prompts(prompts, step, cfg.batch.prompts_per_step, cfg.seed)[rank::world]
+        samples = rc.call(rollout, "generate", mine, cfg.policy.n_samples, cfg.policy.temperature,
+                          cfg.policy.top_p)
+        times["rollout_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        score_samples(samples, queries, cfg.rm)
+        times["scoring_s"] = time.perf_counter() - t
+        pairs, counts = build_pairs(samples, min_margin=cfg.pairs.min_margin)
+        counts["rm_failures"] = sum(1 for s in samples if s["error"] not in (None, EMPTY))
+        counts["empty_responses"] = sum(1 for s in samples if s["error"] == EMPTY)
+        summary = {"counts": counts, "rows": pair_rows(pairs, samples),
+                   "rewards": [s["reward"] for s in samples if s["reward"] is not None],
+                   "lengths": [len(s["response_ids"]) for s in samples],
+                   "unfinished": sum(not s["finished"] for s in samples),
+                   "errors": [s["error"] for s in samples if s["error"] not in (None, EMPTY)][:3]}
+        everyone = gather_objects(summary)
+        totals = {k: sum(e["counts"][k] for e in everyone) for k in counts}
+        failure_rate = totals["rm_failures"] / max(1, totals["samples"])
+        if failure_rate > cfg.rm.max_failure_rate:
+            errors = [err for e in everyone for err in e["errors"]][:3]
+            raise RuntimeError(f"step {step}: reward-model scoring failed for {totals['rm_failures']} of "
+                               f"{totals['samples']} samples ({failure_rate:.1%} > rm.max_failure_rate="
+                               f"{cfg.rm.max_failure_rate}); e.g. {errors}")
+        rows = sorted((r for e in everyone for r in e["rows"]), key=lambda r: r["prompt_id"])
+        record: dict[str, Any] = {"kind": "train", "step": step, **{f"n_{k}": v for k, v in totals.items()}}
+        rewards = [r for e in everyone for r in e["rewards"]]
+        lengths = [n for e in everyone for n in e["lengths"]]
+        record.update(reward_mean=float(np.mean(rewards)) if rewards else None,
+                      reward_std=float(np.std(rewards)) if rewards else None,
+                      response_tokens_mean=float(np.mean(lengths)),
+                      no_eos_rate=sum(e["unfinished"] for e in everyone) / max(1, len(lengths)),
+                      tie_rate=totals["groups_all_tie"] / max(1, totals["groups"]),
+                      pair_rate=len(rows) / max(1, totals["groups"]), lr=engine.lr())
+        if rows:
+            record.update(chosen_reward=float(np.mean([r["chosen_reward"] for r in rows])),
+                          rejected_reward=float(np.mean([r["rejected_reward"] for r in rows])),
+                          chosen_tokens=float(np.mean([len(r["chosen_ids"]) for r in rows])),
+                          rejected_tokens=float(np.mean([len(r["rejected_ids"]) for r in rows])))
+            record["rm_margin"] = record["chosen_reward"] - record["rejected_reward"]
+            record.update(update_step(engine, reference, deal_slots(rows, rank, world, slots), micro, len(rows),
+                                      world * accum, cfg, pad_id, device, times))
+            times["weight_sync_s"] = push_weights()
+        else:  # nothing to learn from: no optimizer step on any rank (all ranks see the same empty list)
+            log.say(f"step {step}: no pairs (all groups tied or unscored); skipping the update")
+        (record["max_worker_peak_rss_mb"],) = all_reduce([peak_rss_mb()], dist.ReduceOp.MAX)
+        record.update(times, step_s=sum(times.values()))
+        log.write(record)
+        log.say(f"step {step}/{total_steps} reward {record['reward_mean'] or float('nan'):.3f} pairs {len(rows)} "
+                f"loss {record.get('loss', float('nan')):.4f} acc {record.get('reward_accuracy', float('nan')):.2f} "
+                + " ".join(f"{k[:-2]} {v:.1f}s" for k, v in times.items()))
+        if step == total_steps or step % cfg.checkpoint.every_steps == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                engine.save(Path(tmp), {"step": step})
+                if dist.is_initialized():
+                    dist.barrier()
+                rc.report({"step": step, "reward_mean": record["reward_mean"]}, checkpoint_dir=tmp)
+
+
+def update_step(engine, reference, slots: list[tuple[dict, float]], micro: int, n_pairs: int, scale: int,
+                cfg: DPOConfig, pad_id: int, device, times: dict[str, float]) -> dict[str, float]:
+    """Reference log-probs for this rank's slots, then one optimizer step over them. Each micro-batch loss is
+    (sum of its real pairs' losses) * scale / n_pairs, with scale = workers x accumulation: after the engine
+    divides by the accumulation and averages over workers, the gradient is that of the mean over all real pairs."""
+    batches = [slots[i:i + micro] for i in range(0, len(slots), micro)]
+    encoded = [{k: v.to(device) for k, v in encode_pairs([r for r, _ in b], pad_id).items()} for b in batches]
+    t = time.perf_counter()
+    with torch.no_grad():
+        ref = [sequence_logps(reference, e["input_ids"], e["attention_mask"], e["loss_mask"],
+                              length_normalize=cfg.loss.length_normalize) for e in encoded]
+    times["reference_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    sums = np.zeros(7)  # loss, reward acc, margin, chosen/rejected implicit reward, policy-ref logp, tokens
+    for batch, enc, ref_logps in zip(batches, encoded, ref):
+        weights = torch.tensor([w for _, w in batch], device=device)
+        real = weights > 0
+        n_real = int(real.sum())
+
+        def compute_loss(model):
+            logps = sequence_logps(model, enc["input_ids"], enc["attention_mask"], enc["loss_mask"],
+                                   length_normalize=cfg.loss.length_normalize)
+            k = len(batch)
+            if not n_real:  # padding slots only: keep the graph (every rank must run backward) with zero weight
+                return 0.0 * logps.sum()
+            pc, pr, ref_c, ref_r = logps[:k][real], logps[k:][real], ref_logps[:k][real], ref_logps[k:][real]
+            loss, metrics = dpo_loss(pc, pr, ref_c, ref_r, beta=cfg.loss.beta,
+                                     label_smoothing=cfg.loss.label_smoothing, loss_type=cfg.loss.loss_type)
+            tokens = enc["loss_mask"].sum(-1)
+            # log pi - log ref over the pairs' tokens: a KL estimate on reward-selected samples (biased; a trend)
+            logratio = float((torch.cat([pc, pr]) - torch.cat([ref_c, ref_r])).detach().sum())
+            sums[:] += [loss.item() * n_real, metrics["reward_accuracy"] * n_real, metrics["reward_margin"] * n_real,
+                        metrics["reward_chosen"] * n_real, metrics["reward_rejected"] * n_real, logratio,
+                        float(tokens[:k][real].sum() + tokens[k:][real].sum())]
+            return loss * (n_real * scale / n_pairs)
+
+        engine.backward_micro(compute_loss)
+    times["update_s"] = time.perf_counter() - t
+    loss, acc, margin, chosen, rejected, logratio, tokens = all_reduce(sums.tolist())
+    return {"loss": loss / n_pairs, "reward_accuracy": acc / n_pairs, "dpo_margin": margin / n_pairs,
+            "implicit_chosen": chosen / n_pairs, "implicit_rejected": rejected / n_pairs,
+            "kl_pairs": logratio / max(tokens, 1.0)}
