@@ -60,6 +60,16 @@ def run_dpo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    from wildreward.pipeline import PipelineConfig, run_pipeline
+
+    cfg = load_config(PipelineConfig, args.config, args.overrides)
+    summary = run_pipeline(cfg)
+    for stage, info in summary["stages"].items():
+        print(f"{stage}: " + ("skipped (done before)" if info["skipped"] else f"{info['seconds']} s"))
+    return 0
+
+
 def run_serve_command(args: argparse.Namespace) -> int:
     import time
 
@@ -130,6 +140,7 @@ def write_serve_config(cfg, path: str) -> str:
 
 
 COMMANDS = {
+    "pipeline": (run_pipeline_command, "all stages in one run: extract -> train -> eval -> serve -> dpo"),
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
     "users-scaling": (run_users_scaling_command, "RMs trained on data from N distinct users -> performance curve"),

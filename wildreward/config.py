@@ -59,16 +59,29 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping; a mapping anywhere in it with an ``include: other.yaml`` key (relative to this file) is
+    that file's content with the mapping's other keys merged over it (the pipeline config includes the stage
+    configs this way)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    return _resolve_includes(data, Path(path).parent)
+
+
+def _resolve_includes(node: Any, base: Path) -> Any:
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = read_yaml(base / node["include"]) if "include" in node else {}
+    return _merge(out, {k: _resolve_includes(v, base) for k, v in node.items() if k != "include"})
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Load ``path`` (YAML, optional), apply overrides, validate into ``cls``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from err
-        if not isinstance(data, dict):
-            raise ConfigError(f"config {path} must be a mapping at the top level")
+    data: dict[str, Any] = read_yaml(path) if path is not None else {}
     data = _merge(data, parse_overrides(overrides or []))
     try:
         return cls.model_validate(data)
