@@ -91,6 +91,19 @@ def tiny_bert(tmp_path_factory) -> str:
     return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
+def build_tiny_rm(tmp_path_factory, **score_stats) -> str:
+    """An exported reward model on a random tiny BERT whose scores vary with the input (untrained)."""
+    import torch
+
+    from wildreward.rm import build_model, save_reward_model
+
+    backbone = build_tiny_bert(tmp_path_factory.mktemp("bert"), initializer_range=0.5)
+    torch.manual_seed(0)
+    model, tok = build_model(backbone, "independent", 4)
+    return str(save_reward_model(model.eval(), tok, tmp_path_factory.mktemp("rm"), max_length=256,
+                                 truncation="middle", score_stats=score_stats or None))
+
+
 def write_toy_rm_data(out: Path, train_rows: int = 256, test_rows: int = 64) -> Path:
     """A learnable ordinal task in the extract output layout: the level is said by a word repeated in the
     response ("awful" = 1 ... "perfect" = 4); queries and filler are random."""

@@ -223,6 +223,7 @@ class ClusterTrace:
                 "worker_nodes": sum(not n["is_head"] for n in state["nodes"]),
                 "cpus": sum(n["cpus"] for n in state["nodes"]),
                 "pool_alive": sum(a["state"] == "ALIVE" for a in pool),
+                "pool_nodes": len({a["node_id"] for a in pool if a["state"] == "ALIVE"}),
                 "pool_not_alive": sum(a["state"] != "ALIVE" for a in pool)}
 
     def _run(self) -> None:
@@ -269,11 +270,12 @@ def read_dir(path: Path, columns=None):
 
 # ---------------------------------------------------------------- the test
 
-MAX_ACTORS = 3
-# One request in flight per actor, 150 ms each: ~6.7 turns/s per actor, so the ~560 kept turns of the LMSYS sample
-# are a backlog of ~85 s for one actor, in 18 blocks of 32 turns (8 x the 4-row batch): long enough for the fake
+MAX_ACTORS = 4
+ACTOR_CPUS = 0.5
+# One request in flight per actor, 200 ms each: 5 turns/s per actor, so the ~560 kept turns of the LMSYS sample
+# are a backlog of ~110 s for one actor, in 18 blocks of 32 turns (8 x the 4-row batch): long enough for the fake
 # nodes to start, and enough blocks for the pool to keep up its utilisation while it grows.
-STUB_LATENCY_MS = 150
+STUB_LATENCY_MS = 200
 HEAD_CPUS, WORKER_CPUS, MAX_WORKERS = 1, 2, 2
 
 
@@ -301,9 +303,10 @@ def test_extract_scales_the_annotator_pool_out_and_nodes_back_in(tmp_path, stub)
         f"output_dir={out}", f"read.paths=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]",
         "annotator.backend=http", f"annotator.http.base_url={stub.url}", "annotator.http.concurrency=1",
         "annotator.batch_size=4", "annotator.min_actors=1", f"annotator.max_actors={MAX_ACTORS}",
-        "annotator.num_cpus=1", "refusal.enabled=false", "mining.enabled=false", "split.test_size=20"])
-    # The head's one CPU holds the first annotator; the other two, and the Write tasks (Ray Data reserves a CPU
-    # for them), fit only once the autoscaler added both 2-CPU workers.
+        f"annotator.num_cpus={ACTOR_CPUS}", "refusal.enabled=false", "mining.enabled=false", "split.test_size=20"])
+    # The head's one CPU holds at most two half-CPU annotators. Four fit only on added workers, and only once both
+    # joined: Ray Data gives an operator a share of the cluster's CPUs (here ~60% with the Write tasks beside it),
+    # 2.9 of the 5 CPUs of head + 2 workers, 1.7 of 3 with one worker.
     cluster = FakeAutoscalingCluster(head_cpus=HEAD_CPUS, worker_cpus=WORKER_CPUS, max_workers=MAX_WORKERS,
                                      idle_timeout_minutes=0.1)
     trace_path = tmp_path / "autoscaling_trace.json"
@@ -320,7 +323,8 @@ def test_extract_scales_the_annotator_pool_out_and_nodes_back_in(tmp_path, stub)
             scaled_in = wait_for(lambda: trace.series("worker_nodes")[-1] == 0, 120, 1.0)
             trace.mark("scaled in" if scaled_in else "scale-in deadline")
         trace.write(trace_path, config={"head_cpus": HEAD_CPUS, "worker_cpus": WORKER_CPUS, "max_workers": MAX_WORKERS,
-                                        "min_actors": 1, "max_actors": MAX_ACTORS, "stub_latency_ms": STUB_LATENCY_MS},
+                                        "min_actors": 1, "max_actors": MAX_ACTORS, "actor_cpus": ACTOR_CPUS,
+                                        "stub_latency_ms": STUB_LATENCY_MS},
                     stats={k: stats[k] for k in ("turns", "annotate", "split")})
     finally:
         ray.shutdown()
@@ -334,6 +338,8 @@ def test_extract_scales_the_annotator_pool_out_and_nodes_back_in(tmp_path, stub)
     assert initial == 1, f"the cluster should start with the head only: {trace.samples[:3]}"
     assert max(nodes) > initial, f"no worker node joined; trace in {trace_path}"
     assert max(pool) == MAX_ACTORS, f"the annotator pool peaked at {max(pool)} < {MAX_ACTORS}; trace in {trace_path}"
+    assert max(trace.series("pool_nodes")) > 1, f"no annotator ran on an added node; trace in {trace_path}"
+    assert trace.series("pool_alive")[-1] == 0, f"the annotator pool did not shrink; trace in {trace_path}"
     assert scaled_in and trace.series("worker_nodes")[-1] == 0, f"idle workers were not removed; trace in {trace_path}"
 
     # Nothing lost or doubled on the way.

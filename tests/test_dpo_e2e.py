@@ -6,12 +6,11 @@ import math
 import pytest
 import torch
 
-from tests.conftest import CHATLOGS, build_tiny_bert
+from tests.conftest import CHATLOGS, build_tiny_rm
 from wildreward import ray_compat as rc
 from wildreward.config import load_config
 from wildreward.dpo.config import DPOConfig
 from wildreward.dpo.pipeline import run_dpo
-from wildreward.rm import build_model, save_reward_model
 from wildreward.serve.app import build_app
 from wildreward.serve.config import ServeConfig
 
@@ -20,12 +19,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def served_rm(ray_local, tmp_path_factory):
-    backbone = build_tiny_bert(tmp_path_factory.mktemp("bert"), initializer_range=0.5)
-    torch.manual_seed(0)
-    model, tok = build_model(backbone, "independent", 4)
-    model_dir = save_reward_model(model.eval(), tok, tmp_path_factory.mktemp("rm"), max_length=256,
-                                  truncation="middle")
-    cfg = ServeConfig(model_dir=str(model_dir), name="dpo-rm", port=8393, num_cpus=0.25, max_batch_size=16)
+    cfg = ServeConfig(model_dir=build_tiny_rm(tmp_path_factory), name="dpo-rm", port=8393, num_cpus=0.25, max_batch_size=16)
     rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port)
     yield cfg
     rc.serve_shutdown()

@@ -8,12 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import SHARED, build_tiny_bert
+from tests.conftest import SHARED, build_tiny_rm
 from wildreward.eval.benchmarks import default_path, load_benchmark
 from wildreward.eval.config import EvalConfig
 from wildreward.eval.metrics import roc_auc
 from wildreward.eval.pipeline import run_eval
-from wildreward.rm import RewardModel, build_model, save_reward_model
+from wildreward.rm import RewardModel
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -25,13 +25,7 @@ SCORERS = ["rm", "second_rm", "length", "random"]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    import torch
-
-    backbone = build_tiny_bert(tmp_path_factory.mktemp("bert"), initializer_range=0.5)
-    torch.manual_seed(0)
-    model, tok = build_model(backbone, "independent", 4)
-    return str(save_reward_model(model.eval(), tok, tmp_path_factory.mktemp("rm"), max_length=256,
-                                 truncation="middle"))
+    return build_tiny_rm(tmp_path_factory)
 
 
 def consistency_rows() -> list[dict]:

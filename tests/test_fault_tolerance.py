@@ -163,19 +163,24 @@ def test_killed_annotator_actor_is_restarted_and_nothing_is_lost(tmp_path, ray_d
 
 # ---------------------------------------------------------------- (b) the driver dies; the same command is re-run
 
+# ~290 kept turns in 5 annotation blocks of 64 (8 x the 8-row HTTP batch); the refusal judge, another resumable
+# LLM stage, is left out to keep the test short.
+DRIVER_RUN = ["read.max_conversations=100", "refusal.enabled=false"]
+
+
 def start_cli(out: Path, stub_url: str, ray_tmp: str, log: Path) -> subprocess.Popen:
     """``python -m wildreward.cli extract ...`` with a private local Ray whose files (and so its processes'
     command lines) live under ``ray_tmp``."""
     env = {**os.environ, **rc.LOCAL_RAY_ENV, "RAY_TMPDIR": ray_tmp, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "wildreward.cli", "extract", *overrides(out, LMSYS, stub_url)]
+    cmd = [sys.executable, "-m", "wildreward.cli", "extract", *overrides(out, LMSYS, stub_url, *DRIVER_RUN)]
     with open(log, "ab") as fh:
         return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def test_driver_killed_mid_annotation_resumes_without_duplicates(tmp_path, ray_dash, stub):
     # The uninterrupted reference, in this process.
-    ref_cfg = extract_config(tmp_path / "reference", LMSYS, stub.url)
+    ref_cfg = extract_config(tmp_path / "reference", LMSYS, stub.url, *DRIVER_RUN)
     reference = check_outputs(tmp_path / "reference", run_extract(ref_cfg), ref_cfg)
 
     out, log = tmp_path / "run", tmp_path / "cli.log"

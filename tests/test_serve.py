@@ -6,9 +6,9 @@ import math
 import httpx
 import pytest
 
-from tests.conftest import build_tiny_bert
+from tests.conftest import build_tiny_rm
 from wildreward import ray_compat as rc
-from wildreward.rm import RewardModel, build_model, save_reward_model
+from wildreward.rm import RewardModel
 from wildreward.serve.app import build_app
 from wildreward.serve.client import AsyncRewardClient, RewardClient, RewardServiceError
 from wildreward.serve.config import ServeConfig
@@ -29,14 +29,8 @@ ITEMS = [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    import torch
-
-    # A large init makes the random model's scores visibly depend on the input.
-    backbone = build_tiny_bert(tmp_path_factory.mktemp("bert"), initializer_range=0.5)
-    torch.manual_seed(0)
-    model, tok = build_model(backbone, "independent", 4)
-    return str(save_reward_model(model.eval(), tok, tmp_path_factory.mktemp("rm"), max_length=256,
-                                 truncation="middle", score_stats={"calibration": {"a": 2.0, "b": -5.0}}))
+    # with a calibration fit, as `wildreward train` saves one
+    return build_tiny_rm(tmp_path_factory, calibration={"a": 2.0, "b": -5.0})
 
 
 @pytest.fixture(scope="module")

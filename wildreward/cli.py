@@ -70,6 +70,14 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ablation_command(args: argparse.Namespace) -> int:
+    from wildreward.eval.ablation import AblationConfig, ablation_table, run_ablation
+
+    cfg = load_config(AblationConfig, args.config, args.overrides)
+    print(ablation_table(run_ablation(cfg)))
+    return 0
+
+
 def run_serve_command(args: argparse.Namespace) -> int:
     import time
 
@@ -145,6 +153,7 @@ COMMANDS = {
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
     "users-scaling": (run_users_scaling_command, "RMs trained on data from N distinct users -> performance curve"),
     "dpo": (run_dpo_command, "policy + served reward model -> online DPO (Ray Train + Serve + vLLM)"),
+    "ablation": (run_ablation_command, "data-strategy ablation: mining / refusal validation on and off"),
     "serve": (run_serve_command, "reward model -> HTTP + DeploymentHandle service (Ray Serve)"),
     "eval": (run_eval_command, "reward model -> benchmark accuracy, calibration, consistency report (Ray Data)"),
 }
