@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -130,7 +129,7 @@ def test_killed_annotator_actor_is_restarted_and_nothing_is_lost(tmp_path, ray_d
                         victim = alive[0]
                         assert victim["pid"] in ours, f"pid {victim['pid']} is not a process of this test's Ray"
                         os.kill(victim["pid"], signal.SIGKILL)
-                        kill.update(victim, files_before=len(list(ann_dir.glob("*.parquet"))), at=time.time())
+                        kill.update(victim, files_before=len(list(ann_dir.glob("*.parquet"))))
                         break
                 stop.wait(0.2)
             while not stop.is_set():  # watch the same actor come back
@@ -154,6 +153,7 @@ def test_killed_annotator_actor_is_restarted_and_nothing_is_lost(tmp_path, ray_d
     assert "pid" in kill, "annotation finished before an actor could be killed: make the backlog bigger"
     print(f"killed {kill['class_name']} pid {kill['pid']} with {kill['files_before']} annotation files written; "
           f"restarted as pid {kill.get('restarted_pid')}")
+    assert kill.get("restarted_pid") not in (None, kill["pid"]), "the killed actor was not restarted"
     check_outputs(out, stats, cfg)
     assert stats["annotate"]["annotated_this_run"] == stats["annotate"]["annotated"]
     # Rows in flight on the killed actor were sent again (at least once), none was skipped.
@@ -243,8 +243,8 @@ def write_bad_inputs(d: Path) -> dict[str, int]:
     (d / "wrong_schema.jsonl").write_text("".join(json.dumps({"text": f"hello {i}", "score": i}) + "\n"
                                                   for i in range(3)))
     pq.write_table(pa.table({"prompt": ["a", "b"], "score": [1, 2]}), d / "wrong_schema.parquet")
-    latin1 = {"conversation_id": "latin1", "conversation": [{"role": "user", "content": "Un café crème, s'il vous plaît"},
-                                                            {"role": "assistant", "content": "Voilà."}]}
+    latin1 = {"conversation_id": "latin1", "conversation": [
+        {"role": "user", "content": "Un café crème, s'il vous plaît"}, {"role": "assistant", "content": "Voilà."}]}
     (d / "latin1.jsonl").write_bytes(json.dumps(latin1, ensure_ascii=False).encode("latin-1") + b"\n")
     packed = gzip.compress(b"\n".join(lines[12:24]) + b"\n")
     (d / "truncated.jsonl.gz").write_bytes(packed[: len(packed) * 6 // 10])
