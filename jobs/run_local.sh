@@ -25,17 +25,56 @@ else
     args+=("stages=[extract,train,serve]")
 fi
 
+# A private temp dir marks this script's Ray processes: on exit only they are stopped (`ray stop` would end every
+# Ray on the machine), and no other `ray.init()` here mistakes this head for its own cluster.
+RAY_TMP=$(mktemp -d /tmp/wrray_XXXXXX)
+stop_ray() {  # the processes whose command line names RAY_TMP, and their descendants
+    local all="" queue kids pid
+    queue=$(pgrep -f -- "$RAY_TMP" || true)
+    while [ -n "${queue// }" ]; do
+        all="$all $queue" kids=""
+        for pid in $queue; do kids="$kids $(pgrep -P "$pid" || true)"; done
+        queue="$kids"
+    done
+    if [ -n "${all// }" ]; then
+        kill $all 2>/dev/null || true
+        for _ in 1 2 3 4 5; do sleep 1; kill -0 $all 2>/dev/null || break; done
+        kill -9 $all 2>/dev/null || true
+    fi
+    [ -n "${KEEP_RAY_LOGS:-}" ] || rm -rf "$RAY_TMP"
+}
+trap stop_ray EXIT
+# The dashboard agent's default port (52365) is taken when another Ray runs here: use a free one.
+AGENT_PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 ray start --head --num-cpus="${NUM_CPUS:-2}" --num-gpus=0 --port="$PORT" --dashboard-host=127.0.0.1 \
-    --dashboard-port="$DASH" --disable-usage-stats >/dev/null
-trap 'ray stop --force >/dev/null 2>&1 || true' EXIT
+    --dashboard-port="$DASH" --dashboard-agent-listen-port="$AGENT_PORT" --temp-dir="$RAY_TMP" \
+    --disable-usage-stats >/dev/null
 echo "run_local: Ray head up on 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASH)"
 
-# `ray job submit` uploads the repo (honouring .gitignore), follows the job's logs until it ends and exits 1 if
-# the job failed.
+# `ray job submit` uploads the repo (honouring .gitignore). The head's job agent can take a while to come up on a
+# busy machine ("No available agent"), so submission is retried; then the logs are followed until the job ends.
 id="wildreward-pipeline-$(date +%Y%m%d-%H%M%S)"
-if ! ray job submit --address "http://127.0.0.1:$DASH" --working-dir . --submission-id "$id" -- \
-    python jobs/pipeline.py --config "$CONFIG" "${args[@]}" "$@"; then
-    echo "run_local: job $id FAILED (logs above; Ray's own logs under /tmp/ray/session_latest/logs)"; exit 1
+address="http://127.0.0.1:$DASH"
+for attempt in $(seq 20); do
+    ray job status --address "$address" "$id" >/dev/null 2>&1 && break  # an earlier try got through after all
+    if ray job submit --address "$address" --working-dir . --submission-id "$id" --no-wait -- \
+        python jobs/pipeline.py --config "$CONFIG" "${args[@]}" "$@" >/dev/null 2>"$RAY_TMP/submit.err"; then
+        break
+    fi
+    [ "$attempt" = 20 ] && { cat "$RAY_TMP/submit.err" >&2; echo "run_local: could not submit the job" >&2; exit 1; }
+    sleep 3
+done
+echo "run_local: submitted job $id"
+ray job logs --address "$address" --follow "$id" || true
+status=""
+for _ in $(seq 60); do  # the log stream can end a moment before the job's final status is recorded
+    status=$(ray job status --address "$address" "$id" 2>/dev/null | grep -o "SUCCEEDED\|FAILED\|STOPPED" | tail -1 || true)
+    [ -n "$status" ] && break
+    sleep 2
+done
+if [ "$status" != SUCCEEDED ]; then
+    KEEP_RAY_LOGS=1
+    echo "run_local: job $id FAILED (logs above; Ray's own logs under $RAY_TMP/session_latest/logs)" >&2; exit 1
 fi
 echo "run_local: job $id SUCCEEDED"
 echo "run_local: outputs in $OUT:"

@@ -40,7 +40,7 @@ def chatlogs() -> Path:
 @pytest.fixture(scope="module")
 def ray_local():
     """An embedded local Ray per test module (2 CPUs, loopback, no dashboard). Module scope, not session:
-    the job tests run `ray stop`, which ends every Ray on the machine."""
+    a module runs against its own cluster."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
