@@ -68,11 +68,12 @@ echo "run_local: submitted job $id"
 ray job logs --address "$address" --follow "$id" || true
 status=""
 for _ in $(seq 60); do  # the log stream can end a moment before the job's final status is recorded
-    status=$(ray job status --address "$address" "$id" 2>/dev/null | grep -o "SUCCEEDED\|FAILED\|STOPPED" | tail -1 || true)
+    # `ray job status` says e.g. "Job '<id>' succeeded"
+    status=$(ray job status --address "$address" "$id" 2>&1 | grep -o -i "succeeded\|failed\|stopped" | tail -1 | tr A-Z a-z || true)
     [ -n "$status" ] && break
     sleep 2
 done
-if [ "$status" != SUCCEEDED ]; then
+if [ "$status" != succeeded ]; then
     KEEP_RAY_LOGS=1
     echo "run_local: job $id FAILED (logs above; Ray's own logs under $RAY_TMP/session_latest/logs)" >&2; exit 1
 fi
