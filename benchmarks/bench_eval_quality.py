@@ -38,6 +38,8 @@ TRAIN_OVERRIDES = ["model.max_length=512", "optim.lr=5e-5", "batch.global_batch_
 
 
 def train_rm(backbone: str, data: list[str], out: Path, max_rows: int | None) -> tuple[str, dict]:
+    if (out / "model" / "wildreward.json").exists():  # finished in an earlier run with the same --work
+        return str(out / "model"), {"held_out": json.loads((out / "eval.json").read_text())["eval"], "reused": True}
     overrides = [f"model.backbone={backbone}", f"output_dir={out}", *TRAIN_OVERRIDES,
                  f"data.train={json.dumps([f'{d}/train' for d in data])}",
                  f"data.test={json.dumps([f'{d}/test' for d in data])}"]
@@ -55,8 +57,10 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=150, help="per benchmark (RM-Bench: prompts)")
     parser.add_argument("--smollm2-rows", type=int, default=160, help="train rows for SmolLM2 (CPU time)")
     parser.add_argument("--users-examples", type=int, default=32)
+    parser.add_argument("--work", help="working dir; re-running with the same one reuses finished models, the eval "
+                                       "report and finished users-scaling points (they resume from checkpoints)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench_eval_quality_"))
+    tmp = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_eval_quality_"))
     results: dict = {"data": args.data, "label_counts": {s: label_counts(args.data, s) for s in ("train", "test")},
                      "training": {}}
     models = {}
@@ -64,7 +68,7 @@ def main() -> None:
         models[backbone], results["training"][backbone] = train_rm(backbone, args.data, tmp / backbone, rows)
     # The consistency set: every held-out row of the runs, in one folder.
     test_dir = tmp / "test"
-    test_dir.mkdir()
+    test_dir.mkdir(exist_ok=True)
     for i, d in enumerate(args.data):
         for f in sorted(Path(d, "test").glob("*.parquet")):
             shutil.copy(f, test_dir / f"{i}-{f.name}")
@@ -72,7 +76,8 @@ def main() -> None:
     eval_cfg = load_config(EvalConfig, None, [
         f"output_dir={tmp / 'eval'}", f"model_dir={models['minilm']}", f"second_model_dir={models['smollm2']}",
         f"data_dir={SHARED_DATA}", f"consistency_data={test_dir}", f"max_pairs={args.max_pairs}", "num_actors=2"])
-    report = run_eval(eval_cfg)
+    report_file = tmp / "eval" / "report.json"
+    report = json.loads(report_file.read_text()) if report_file.exists() else run_eval(eval_cfg)
     results["eval_wall_s"] = round(time.perf_counter() - start)
     results["eval"] = {k: report[k] for k in ("scorers", "benchmarks", "calibration", "consistency") if k in report}
     users_cfg = UsersScalingConfig(
@@ -97,7 +102,7 @@ def main() -> None:
     md = [f"Data: {', '.join(args.data)}; label counts {results['label_counts']}. `rm` = MiniLM "
           f"(all train rows), `second_rm` = SmolLM2-135M ({args.smollm2_rows} train rows); "
           f"{args.max_pairs} pairs per benchmark (RM-Bench: prompts). Training: "
-          + ", ".join(f"{k} {v['wall_s']} s" for k, v in results["training"].items())
+          + ", ".join(f"{k} {v.get('wall_s', 'n/a (earlier run)')} s" for k, v in results["training"].items())
           + f"; eval {results['eval_wall_s']} s. Figures in benchmarks/results/bench_eval_quality/.", "",
           report_md.split("\n", 1)[1], "", *users_md]
     print(write_results("bench_eval_quality", results, "\n".join(md)))
