@@ -174,3 +174,14 @@ def test_roc_auc_needs_both_classes():
         roc_auc([0.1, 0.2, 0.3], [1, 1, 1])
     with pytest.raises(ValueError, match="0/1"):
         roc_auc([0.1, 0.2], [0, 2])
+
+
+def test_accuracy_at_coverage_keeps_the_most_confident_pairs():
+    from wildreward.eval.metrics import accuracy_at_coverage
+
+    margins = [0.9, -0.8, 0.1, -0.05, 0.02, 0.0, 0.3, -0.2, 0.5, 0.01]
+    rows = accuracy_at_coverage(margins, (1.0, 0.5, 0.2))
+    assert [r["kept"] for r in rows] == [10, 5, 2]
+    # all: 6 right, 3 wrong, 1 tie -> 6.5 / 10; top 5 (0.9, -0.8, 0.5, 0.3, -0.2): 3 / 5; top 2: 1 / 2
+    assert [r["accuracy"] for r in rows] == pytest.approx([0.65, 0.6, 0.5])
+    assert rows[1]["min_margin"] == pytest.approx(0.2)

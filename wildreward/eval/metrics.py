@@ -102,6 +102,24 @@ def threshold_accuracy(margins, thresholds) -> list[dict]:
     return rows
 
 
+def accuracy_at_coverage(margins, coverages=(1.0, 0.5, 0.25, 0.1)) -> list[dict]:
+    """Accuracy on the most confident share of the pairs (largest |margin|), per coverage: the threshold curve
+    read on a scale-free axis, so models whose rewards span different ranges compare directly. Each row:
+    {"coverage", "kept", "min_margin" (the |margin| the kept pairs reach), "accuracy"}."""
+    margins = as_vector(margins, "margins")
+    if len(margins) == 0:
+        raise ValueError("accuracy_at_coverage needs at least one pair")
+    order = np.argsort(-np.abs(margins), kind="stable")
+    outcomes = pair_outcomes(margins, 0.0)
+    rows = []
+    for q in coverages:
+        kept = max(1, int(round(q * len(margins))))
+        top = order[:kept]
+        rows.append({"coverage": float(q), "kept": kept, "min_margin": float(np.abs(margins[top]).min()),
+                     "accuracy": float(outcomes[top].mean())})
+    return rows
+
+
 def symmetrize_pairs(chosen_scores, rejected_scores, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Present a seeded random half of the pairs in swapped order: margins R(first) - R(second), labels 1 when the
     first reply is the chosen one.

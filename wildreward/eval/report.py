@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wildreward.eval.metrics import (pairwise_accuracy, platt_calibration, rm_bench_accuracy, roc_auc,
-                                     threshold_accuracy)
+from wildreward.eval.metrics import (accuracy_at_coverage, pairwise_accuracy, platt_calibration, rm_bench_accuracy,
+                                     roc_auc, threshold_accuracy)
 
 # Subsets pooled into named groups (LLMBar: RewardBench's Chat-Hard split into its natural and adversarial parts).
 GROUPS = {"llmbar": {"natural": ("llmbar-natural",), "adversarial": ("llmbar-adver",)}}
@@ -74,7 +74,7 @@ def calibration_result(chosen: np.ndarray, rejected: np.ndarray, *, seed: int, n
         return {"n": int(ok.sum()), "error": f"fewer than {MIN_CALIBRATION_PAIRS} scored pairs"}
     c, r = chosen[ok], rejected[ok]
     return {"n": int(ok.sum()), **platt_calibration(c, r, seed=seed, n_bins=n_bins),
-            "thresholds": threshold_accuracy(c - r, thresholds)}
+            "thresholds": threshold_accuracy(c - r, thresholds), "confident": accuracy_at_coverage(c - r)}
 
 
 def consistency_result(scores: np.ndarray, positive: np.ndarray) -> dict:
@@ -224,6 +224,12 @@ def write_markdown(report: dict, path: Path) -> None:
                     for i, t in enumerate(thresholds)]
             lines += [table(header, rows), "", "![threshold accuracy](threshold_accuracy.png)",
                       "![reliability](reliability.png)", ""]
+        confident = {s: c["confident"] for s, c in cal["scorers"].items() if "confident" in c}
+        if confident:  # scale-free: the same shares of most confident pairs for every scorer
+            coverages = [r["coverage"] for r in next(iter(confident.values()))]
+            rows = [[s, *(pct(r["accuracy"]) for r in rows)] for s, rows in confident.items()]
+            lines += ["Accuracy on the most confident pairs (largest |margin|), by share of pairs kept:", "",
+                      table(["scorer", *(f"top {100 * q:g}%" for q in coverages)], rows), ""]
     cons = report.get("consistency")
     if cons:
         lines += ["## Cross-sample consistency", "", cons["note"], ""]
