@@ -132,8 +132,9 @@ def write_serve_config(cfg, path: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         built = os.path.join(tmp, "serve.yaml")
         env = {**os.environ, "WILDREWARD_SERVE_CONFIG": json.dumps(cfg.model_dump(mode="json"))}
-        subprocess.run(["serve", "build", "wildreward.serve.app:app", "-o", built], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        # The Serve CLI through this interpreter: a `serve` on PATH may be missing or another environment's.
+        subprocess.run([sys.executable, "-c", "from ray.serve.scripts import cli; cli()", "build",
+                        "wildreward.serve.app:app", "-o", built], env=env, check=True, stdout=subprocess.DEVNULL)
         with open(built, encoding="utf-8") as f:
             spec = yaml.safe_load(f)
     spec["http_options"] = {"host": cfg.host, "port": cfg.port}
