@@ -137,8 +137,9 @@ def plot_curves(records: list[dict], path: Path) -> None:
 
 
 def write_report(out: Path, before: dict, after: dict, prompt_counts: dict, steps: int) -> dict[str, Any]:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    from wildreward.train.loop import read_metrics
+
+    records = read_metrics(out)
     train = [r for r in records if r["kind"] == "train"]
     if train:
         plot_curves(train, out / "curves.png")

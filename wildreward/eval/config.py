@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from wildreward.config import Section
 from wildreward.eval.benchmarks import DEFAULT_PATHS, LOADERS
+from wildreward.ordinal import SATISFIED_MIN_LEVEL
 
 
 def default_data_dir() -> str:
@@ -40,8 +41,8 @@ class EvalConfig(Section):
     max_consistency_rows: int | None = Field(None, ge=1, description="Seeded subset of consistency_data rows.")
     # Levels 1-2 are the negative feedback classes (rejection, correction) and 3-4 the positive ones (engagement,
     # satisfaction); extraction already dropped the neutral class, so by default every row gets a binary label.
-    positive_min_label: int = Field(3, ge=1, description="Rows with label >= this are positive.")
-    negative_max_label: int = Field(2, ge=1, description="Rows with label <= this are negative; labels between "
+    positive_min_label: int = Field(SATISFIED_MIN_LEVEL, ge=1, description="Rows with label >= this are positive.")
+    negative_max_label: int = Field(SATISFIED_MIN_LEVEL - 1, ge=1, description="Rows with label <= this are negative; labels between "
                                                          "the two are left out (counted).")
     batch_size: int = Field(32, ge=1, description="Examples per actor call (and per request to the endpoint).")
     num_actors: int = Field(2, ge=1, description="Most scoring actors per model (the pool starts with one).")

@@ -103,6 +103,12 @@ class MetricsLog:
             sys.stdout.flush()
 
 
+def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+    """The records a :class:`MetricsLog` wrote to ``out_dir``."""
+    text = (Path(out_dir) / "metrics.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 class Validation:
     """This rank's slice of the held-out set (every world-th row), tokenised once, evaluated in length-sorted
     batches. Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""

@@ -179,8 +179,9 @@ def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray) -> dict[
 
 def write_report(out: Path) -> dict[str, Any]:
     """metrics.jsonl -> metrics.csv, eval.json and curves.png."""
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-               if line.strip()]
+    from wildreward.train.loop import read_metrics
+
+    records = read_metrics(out)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     if train:
