@@ -29,8 +29,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.fake_cluster import free_port, is_pool_actor, kill_marked, processes_marked, wait_for
 from tests.conftest import CHATLOGS, REPO
-from tests.test_cluster_autoscaling import free_port, is_pool_actor, kill_marked, processes_marked, read_dir, wait_for
+from tests.test_cluster_autoscaling import read_dir
 from wildreward import ray_compat as rc
 from wildreward.config import load_config
 from wildreward.extract.config import ExtractConfig
