@@ -12,10 +12,13 @@ import json
 import platform
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+if TYPE_CHECKING:
+    from wildreward.storage import Location
 
 T = TypeVar("T", bound="Section")
 
@@ -104,12 +107,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_config(cfg: Section, out_dir: str | Path, stage: str) -> Path:
-    """Write ``config.yaml`` (the resolved config) and ``run_info.json`` (versions, command, time)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+def save_config(cfg: Section, out_dir: str | Path | Location, stage: str) -> None:
+    """Write ``config.yaml`` (the resolved config) and ``run_info.json`` (versions, command, time) into ``out_dir``
+    (a local folder or a storage URI)."""
+    from wildreward.storage import Location
+
+    out = Location.parse(out_dir)
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     info = {"stage": stage, "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "argv": sys.argv, "versions": library_versions()}
-    (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return out / "config.yaml"
+    (out / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")

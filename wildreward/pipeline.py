@@ -24,6 +24,7 @@ from wildreward.eval.config import EvalConfig
 from wildreward.extract.config import ExtractConfig
 from wildreward.serve.config import ServeConfig
 from wildreward.train.config import TrainConfig
+from wildreward.storage import local_dir
 
 STAGES = ("extract", "train", "eval", "serve", "dpo")
 Stage = Literal["extract", "train", "eval", "serve", "dpo"]
@@ -49,7 +50,7 @@ class PipelineConfig(Section):
 
 def wire(cfg: PipelineConfig) -> PipelineConfig:
     """Point every stage at its folder and at the previous stages' outputs."""
-    out = Path(cfg.output_dir).resolve()
+    out = local_dir(cfg.output_dir, "output_dir")
     data = cfg.model_dump(mode="json")
     data["output_dir"] = str(out)
     data["extract"]["output_dir"] = str(out / "extract")

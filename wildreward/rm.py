@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from wildreward.ordinal import expected_rating, ordered_cutpoints
+from wildreward.storage import fetch_dir
 from wildreward.template import TEMPLATE_FOOTER, TEMPLATE_HEADER, fit_rm_input
 
 META_FILE = "wildreward.json"
@@ -120,7 +121,7 @@ class RewardModel:
     def __init__(self, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
         from transformers import AutoModelForSequenceClassification
 
-        path = Path(path)
+        path = fetch_dir(path)  # a URI (s3://...) is copied to this node's cache first
         meta_file = path / META_FILE
         if not meta_file.exists():
             raise FileNotFoundError(f"{path} is not a wildreward reward model (no {META_FILE})")

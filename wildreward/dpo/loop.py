@@ -28,6 +28,7 @@ from wildreward.dpo.scoring import EMPTY, score_samples
 from wildreward.models import resolve_model
 from wildreward.train.engine import build_engine
 from wildreward.train.loop import MetricsLog, all_reduce, gather_objects, peak_rss_mb, seed_all
+from wildreward.storage import Location
 
 
 def step_prompts(prompts: list[dict], step: int, per_step: int, seed: int) -> list[dict]:
@@ -88,7 +89,6 @@ def dpo_loop(config: dict[str, Any]) -> None:
     cfg = DPOConfig.model_validate(config["cfg"])
     prompts, engines, total_steps = config["prompts"], config["engines"], config["total_steps"]
     queries = {p["id"]: p["query"] for p in prompts}
-    out_dir = Path(cfg.output_dir)
     rank, world = rc.train_rank()
     seed_all(cfg.seed)
     device = rc.train_device()
@@ -117,7 +117,7 @@ def dpo_loop(config: dict[str, Any]) -> None:
     with rc.restored_checkpoint() as ckpt:
         if ckpt is not None:
             step = engine.load(ckpt)["step"]
-    log = MetricsLog(out_dir, rank == 0, step)
+    log = MetricsLog(Location.parse(cfg.output_dir), rank == 0, step)
     log.say(f"{len(prompts)} prompts, {cfg.batch.prompts_per_step} per step x {cfg.policy.n_samples} samples, "
             f"{world} workers x {accum} micro-batches of {micro} pairs; {total_steps} steps")
 

@@ -26,6 +26,7 @@ from wildreward.dpo.prompts import load_prompts, prompts_from_chatlogs
 from wildreward.dpo.rollout import RolloutEngine
 from wildreward.dpo.scoring import score_samples
 from wildreward.models import resolve_model
+from wildreward.storage import local_dir
 
 EVAL_SAMPLES = 2  # responses per held-out prompt in the before/after evaluation
 
@@ -157,7 +158,7 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
 
     from wildreward.dpo.loop import dpo_loop
 
-    out = Path(cfg.output_dir).resolve()
+    out = local_dir(cfg.output_dir, "output_dir")
     cfg = cfg.model_copy(update={"output_dir": str(out)})
     save_config(cfg, out, "dpo")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.policy.path))

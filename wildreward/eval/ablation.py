@@ -19,6 +19,7 @@ from wildreward.config import Section, save_config
 from wildreward.eval.config import EvalConfig
 from wildreward.extract.config import ExtractConfig
 from wildreward.train.config import TrainConfig
+from wildreward.storage import local_dir
 
 VARIANTS = {"full": (True, True), "no_mining": (False, True), "no_refusal": (True, False),
             "neither": (False, False)}  # name -> (mining, refusal validation)
@@ -68,7 +69,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     unknown = set(cfg.variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    out = Path(cfg.output_dir).resolve()
+    out = local_dir(cfg.output_dir, "output_dir")
     save_config(cfg, out, "ablation")
     results: dict[str, Any] = {}
     first = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +22,7 @@ from wildreward.eval.benchmarks import default_path, flatten_rm_bench, load_benc
 from wildreward.eval.config import EvalConfig
 from wildreward.eval.score import (Scored, check_model_dir, deduplicate, length_scores, random_scores,
                                    score_examples)
+from wildreward.storage import local_dir
 
 CONSISTENCY_COLUMNS = ("id", "history", "query", "response", "label")
 CALIBRATION_NOTE = ("On RM-Bench normal pairs (chosen and rejected in the same style), as the paper: Platt scaling of "
@@ -167,7 +167,7 @@ def consistency_results(cfg: EvalConfig, cons: dict, scores: dict[str, np.ndarra
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    out = Path(cfg.output_dir)
+    out = local_dir(cfg.output_dir, "output_dir")
     for model_dir in ([] if cfg.endpoint else [cfg.model_dir]) + ([cfg.second_model_dir] if cfg.second_model_dir
                                                                    else []):
         check_model_dir(model_dir)  # before loading data or starting Ray

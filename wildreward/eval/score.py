@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ import pyarrow as pa
 
 from wildreward import ray_compat as rc
 from wildreward.rm import META_FILE
+from wildreward.storage import Location
 from wildreward.serve.client import RewardClient, RewardServiceError
 
 SCORED_SCHEMA = pa.schema([("idx", pa.int64()), ("score", pa.float64()), ("error", pa.string())])
@@ -54,7 +54,7 @@ def deduplicate(examples: Sequence[dict]) -> tuple[list[dict], list[int]]:
 
 
 def check_model_dir(path: str) -> None:
-    if not (Path(path) / META_FILE).is_file():
+    if not (Location.parse(path) / META_FILE).exists():
         raise FileNotFoundError(f"{path} is not a wildreward reward model (no {META_FILE}); "
                                 "give the model/ folder written by `wildreward train`")
 

@@ -21,6 +21,7 @@ from pydantic import Field, model_validator
 
 from wildreward import ray_compat as rc
 from wildreward.config import Section, load_config, save_config
+from wildreward.storage import local_dir
 
 
 class UsersScalingConfig(Section):
@@ -155,7 +156,7 @@ def plot_curve(curves: dict[str, list[dict]], path: Path, title: str) -> None:
 
 
 def run_users_scaling(cfg: UsersScalingConfig) -> dict[str, Any]:
-    out = Path(cfg.output_dir).resolve()
+    out = local_dir(cfg.output_dir, "output_dir")
     cfg = cfg.model_copy(update={"output_dir": str(out)})
     if not cfg.train_data or not cfg.test_data:
         raise ValueError("train_data and test_data are both needed (extract's train/ and test/ folders)")

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from wildreward import ray_compat as rc
@@ -29,6 +26,7 @@ from wildreward.config import save_config
 from wildreward.extract import schema
 from wildreward.extract.config import AnnotatorConfig, ExtractConfig, FilterConfig, ReadConfig, RefusalConfig
 from wildreward.extract.report import write_report
+from wildreward.storage import Location, read_table
 from wildreward.template import build_rm_text
 
 READ_BATCH_ROWS = 1000
@@ -172,14 +170,6 @@ def split_udf(table: pa.Table, test_ids: pa.Array, test: bool) -> pa.Table:
 
 # ---------------------------------------------------------------- driver side
 
-def read_columns(path: Path, columns: list[str]) -> pa.Table:
-    """Scan a few columns of a written stage on the driver (stats, resume ids, small lookups)."""
-    files = sorted(str(p) for p in path.glob("*.parquet"))
-    if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
-    return pads.dataset(files, format="parquet").to_table(columns=columns)
-
-
 def counts(table: pa.Table, column: str) -> dict:
     """Value counts of a column as {value: n}, nulls under the key 'null', sorted by value."""
     values = table[column]
@@ -195,12 +185,12 @@ def prefix_counts(column) -> dict:
     return counts(pa.table({"v": pa.array(values, pa.string())}), "v") if values else {}
 
 
-def written_ids(stage_dir: Path) -> pa.Array:
+def written_ids(stage_dir: Location) -> pa.Array:
     """Ids already written by an interrupted run; files cut off mid-write are deleted (their rows redo)."""
     ids = []
-    for path in sorted(stage_dir.glob("*.parquet")):
+    for path in stage_dir.glob("*.parquet"):
         try:
-            ids.append(pq.read_table(path, columns=["id"])["id"])
+            ids.append(pq.read_table(path.path, columns=["id"], filesystem=path.fs)["id"])
         except (pa.ArrowInvalid, OSError):
             log(f"removing unreadable partial file {path.name}")
             path.unlink()
@@ -213,7 +203,7 @@ def fingerprint(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_stage(out: Path, name: str, key: str, build: Callable[[Path], dict], resumable: bool = False) -> dict:
+def run_stage(out: Location, name: str, key: str, build: Callable[[Location], dict], resumable: bool = False) -> dict:
     """Run ``build`` into ``stages/<name>`` unless a finished run with the same config ``key`` is there.
 
     Resumable (LLM) stages keep a partial output written under the same key and refuse to mix in rows made
@@ -230,8 +220,8 @@ def run_stage(out: Path, name: str, key: str, build: Callable[[Path], dict], res
             raise RuntimeError(f"{stage_dir} holds output made with a different config; use another output_dir "
                                f"or delete that folder to redo stage {name}")
         if not resumable or not same:
-            shutil.rmtree(stage_dir)
-    stage_dir.mkdir(parents=True, exist_ok=True)
+            stage_dir.rmtree()
+    stage_dir.mkdir()
     key_file.write_text(key)
     log(f"stage {name}: running")
     start = time.time()
@@ -242,7 +232,7 @@ def run_stage(out: Path, name: str, key: str, build: Callable[[Path], dict], res
     return stats
 
 
-def run_llm_stage(ds, stage_dir: Path, udf: type, cfg: AnnotatorConfig) -> int:
+def run_llm_stage(ds, stage_dir: Location, udf: type, cfg: AnnotatorConfig) -> int:
     """Resume-aware actor-pool pass: skip ids already in ``stage_dir``, append the rest. Returns rows redone."""
     done = written_ids(stage_dir)
     if len(done):
@@ -261,8 +251,8 @@ def run_llm_stage(ds, stage_dir: Path, udf: type, cfg: AnnotatorConfig) -> int:
     return n
 
 
-def check_unique(stage_dir: Path, expected: int, what: str) -> None:
-    ids = read_columns(stage_dir, ["id"])["id"]
+def check_unique(stage_dir: Location, expected: int, what: str) -> None:
+    ids = read_table(stage_dir, ["id"])["id"]
     unique = len(pc.unique(ids))
     if unique != len(ids) or len(ids) != expected:
         raise RuntimeError(f"{what}: {len(ids)} rows written, {unique} unique ids, {expected} expected")
@@ -270,7 +260,7 @@ def check_unique(stage_dir: Path, expected: int, what: str) -> None:
 
 def run_extract(cfg: ExtractConfig) -> dict:
     """Run (or resume) the whole extraction stage; returns the stats also written to ``stats.json``."""
-    out = Path(cfg.output_dir).resolve()
+    out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "extract")
     rc.init_ray()
     stages = out / "stages"
@@ -284,30 +274,30 @@ def run_extract(cfg: ExtractConfig) -> dict:
     keys["final"] = fingerprint(keys["refusal"], keys["mining"])
     keys["split"] = fingerprint(keys["final"], cfg.split)
 
-    def read(d: Path) -> dict:
+    def read(d: Location) -> dict:
         from wildreward.extract.read import plan_read_tasks
 
         specs = plan_read_tasks(cfg.read)
         log(f"reading {len(specs)} read tasks from {len(cfg.read.paths)} path(s)")
         rc.write_parquet(rc.map_tables(rc.from_items(specs), read_udf, cfg=cfg.read), str(d))
-        t = read_columns(d, ["source", "quarantine_reason"])
+        t = read_table(d, ["source", "quarantine_reason"])
         q = prefix_counts(t["quarantine_reason"])
         return {"records": t.num_rows, "conversations": t.num_rows - sum(q.values()), "quarantined": q,
                 "sources": counts(t.filter(pc.is_null(t["quarantine_reason"])), "source")}
 
     stats["read"] = run_stage(out, "read", keys["read"], read)
     if stats["read"]["quarantined"] and not (out / "quarantine" / "_DONE").exists():
-        shutil.rmtree(out / "quarantine", ignore_errors=True)
+        (out / "quarantine").rmtree()
         q = rc.read_parquet(str(stages / "read"), columns=["source_file", "line", "conversation_id",
                                                             "quarantine_reason", "raw"])
         rc.write_parquet(rc.map_tables(q, lambda t: t.filter(pc.is_valid(t["quarantine_reason"]))),
                          str(out / "quarantine"))
         (out / "quarantine" / "_DONE").touch()
 
-    def turns(d: Path) -> dict:
+    def turns(d: Location) -> dict:
         convs = rc.map_tables(rc.read_parquet(str(stages / "read")), keep_null, column="quarantine_reason")
         rc.write_parquet(rc.map_tables(convs, turns_udf, cfg=cfg.filters), str(d))
-        t = read_columns(d, ["drop_reason", "language"])
+        t = read_table(d, ["drop_reason", "language"])
         from wildreward.extract.filters import RULES
 
         dropped = counts(t, "drop_reason")
@@ -317,11 +307,11 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     stats["turns"] = run_stage(out, "turns", keys["turns"], turns)
 
-    def annotate(d: Path) -> dict:
+    def annotate(d: Location) -> dict:
         kept = rc.map_tables(rc.read_parquet(str(stages / "turns")), keep_null, column="drop_reason")
         redone = run_llm_stage(kept, d, AnnotateUDF, cfg.annotator)
         check_unique(d, stats["turns"]["kept"], "annotate")
-        t = read_columns(d, ["label", "error"])
+        t = read_table(d, ["label", "error"])
         return {"annotated": t.num_rows, "annotated_this_run": redone, "errors": t.num_rows - t["error"].null_count,
                 "error_kinds": prefix_counts(t["error"]),
                 "labels": counts(t.filter(pc.is_null(t["error"])), "label"),
@@ -329,20 +319,20 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     stats["annotate"] = run_stage(out, "annotate", keys["annotate"], annotate, resumable=True)
 
-    def refusal(d: Path) -> dict:
+    def refusal(d: Location) -> dict:
         if not cfg.refusal.enabled:
             return {"enabled": False}
         cands = rc.map_tables(rc.read_parquet(str(stages / "annotate"), columns=REFUSAL_COLUMNS),
                               refusal_candidates_udf, cfg=cfg.refusal)
         run_llm_stage(cands, d, JudgeUDF, cfg.annotator)
-        t = read_columns(d, ["id", "verdict", "judge_error"])
+        t = read_table(d, ["id", "verdict", "judge_error"])
         return {"enabled": True, "variant": cfg.refusal.variant, "judged": t.num_rows,
                 "verdicts": counts(t.filter(pc.is_null(t["judge_error"])), "verdict"),
                 "judge_errors": prefix_counts(t["judge_error"])}
 
     stats["refusal"] = run_stage(out, "refusal", keys["refusal"], refusal, resumable=True)
 
-    def mining(d: Path) -> dict:
+    def mining(d: Location) -> dict:
         if not cfg.mining.enabled:
             return {"enabled": False}
         labelled = rc.map_tables(
@@ -353,26 +343,26 @@ def run_extract(cfg: ExtractConfig) -> dict:
                                                            "batch_size": cfg.mining.batch_size},
                                     batch_size=cfg.mining.batch_size, num_cpus=cfg.mining.num_cpus)
         rc.write_parquet(scored, str(d))
-        t = read_columns(d, ["id"])
+        t = read_table(d, ["id"])
         return {"enabled": True, "candidates": t.num_rows, "threshold": cfg.mining.threshold}
 
     stats["mining"] = run_stage(out, "mining", keys["mining"], mining)
 
-    def final(d: Path) -> dict:
+    def final(d: Location) -> dict:
         from wildreward.extract.mine import resolve_mining
 
         mined: dict = {}
         if cfg.mining.enabled:
-            c = read_columns(stages / "mining", ["id", "future_id", "offset", "future_label", "similarity"]).to_pylist()
+            c = read_table(stages / "mining", ["id", "future_id", "offset", "future_label", "similarity"]).to_pylist()
             mined = resolve_mining(c, [r["similarity"] for r in c], cfg.mining.threshold, cfg.mining.mined_label)
         verdicts: dict = {}
         if cfg.refusal.enabled:
             verdicts = {r["id"]: (r["verdict"], r["judge_error"])
-                        for r in read_columns(stages / "refusal", ["id", "verdict", "judge_error"]).to_pylist()}
+                        for r in read_table(stages / "refusal", ["id", "verdict", "judge_error"]).to_pylist()}
         rc.write_parquet(rc.map_tables(rc.read_parquet(str(stages / "annotate")), final_udf, mined=mined,
                                        verdicts=verdicts, variant=cfg.refusal.variant), str(d))
         check_unique(d, stats["annotate"]["annotated"], "final")
-        t = read_columns(d, ["drop_reason", "label", "mined_from", "refusal_verdict", "raw_label", "annotator_label"])
+        t = read_table(d, ["drop_reason", "label", "mined_from", "refusal_verdict", "raw_label", "annotator_label"])
         dropped = counts(t, "drop_reason")
         kept = dropped.pop("null", 0)
         changed = pc.sum(pc.and_(pc.is_valid(t["refusal_verdict"]),
@@ -382,19 +372,19 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     stats["final"] = run_stage(out, "final", keys["final"], final)
 
-    def split(d: Path) -> dict:
+    def split(d: Location) -> dict:
         from wildreward.extract.split import assign_test_conversations
 
-        t = read_columns(stages / "final", ["conversation_id", "drop_reason"])
+        t = read_table(stages / "final", ["conversation_id", "drop_reason"])
         t = t.filter(pc.is_null(t["drop_reason"]))
         per_conv = {r["values"]: r["counts"] for r in pc.value_counts(t["conversation_id"]).to_pylist()}
         test_ids = pa.array(sorted(assign_test_conversations(per_conv, cfg.split.test_size, cfg.split.seed)),
                             pa.string())
         for name, is_test in (("train", False), ("test", True)):
-            shutil.rmtree(out / name, ignore_errors=True)
+            (out / name).rmtree()
             rc.write_parquet(rc.map_tables(rc.read_parquet(str(stages / "final")), split_udf, test_ids=test_ids,
                                            test=is_test), str(out / name))
-        rows = {name: read_columns(out / name, ["conversation_id"]) for name in ("train", "test")}
+        rows = {name: read_table(out / name, ["conversation_id"]) for name in ("train", "test")}
         leak = set(rows["train"]["conversation_id"].to_pylist()) & set(rows["test"]["conversation_id"].to_pylist())
         if leak:
             raise RuntimeError(f"{len(leak)} conversations are in both train and test")

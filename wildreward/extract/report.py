@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from wildreward.extract.config import ExtractConfig
+from wildreward.storage import Location, read_table
 
 LEVEL_NAMES = {1: "clearly negative", 2: "correction", 3: "positive engagement", 4: "clear satisfaction"}
 
@@ -29,7 +28,7 @@ def reconcile(stats: dict) -> dict:
     return {name: True for name in checks}
 
 
-def gold_agreement(gold_file: str, annotated_dir: Path) -> dict:
+def gold_agreement(gold_file: str, annotated_dir: Location) -> dict:
     """Agreement of the annotator's raw 1-5 labels with a gold JSONL of {id, label}: accuracy, kappa, confusion."""
     gold = {}
     with open(gold_file, encoding="utf-8") as fh:
@@ -37,8 +36,7 @@ def gold_agreement(gold_file: str, annotated_dir: Path) -> dict:
             if line.strip():
                 row = json.loads(line)
                 gold[str(row["id"])] = int(row["label"])
-    files = sorted(str(p) for p in annotated_dir.glob("*.parquet"))
-    pred = {r["id"]: r["label"] for r in pads.dataset(files).to_table(columns=["id", "label"]).to_pylist()}
+    pred = {r["id"]: r["label"] for r in read_table(annotated_dir, ["id", "label"]).to_pylist()}
     pairs = [(g, pred[i]) for i, g in gold.items() if pred.get(i) is not None]
     n = len(pairs)
     out = {"gold": len(gold), "matched": n, "missing_or_error": len(gold) - n}
@@ -52,7 +50,7 @@ def gold_agreement(gold_file: str, annotated_dir: Path) -> dict:
             "confusion_gold_rows_pred_cols": confusion}
 
 
-def plot_funnel(stats: dict, path: Path) -> None:
+def plot_funnel(stats: dict, path: Location) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,7 +71,8 @@ def plot_funnel(stats: dict, path: Path) -> None:
     ax2.set_title("Final label levels")
     ax2.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with path.open_write() as fh:
+        fig.savefig(fh, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -82,17 +81,16 @@ def _table(d: dict, head: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, cfg: ExtractConfig, stats: dict) -> None:
+def write_report(out: Location, cfg: ExtractConfig, stats: dict) -> None:
     stats["reconciled"] = reconcile(stats)
     if cfg.gold_file:
         stats["annotator_agreement"] = gold_agreement(cfg.gold_file, out / "stages" / "annotate")
-    users = pads.dataset(sorted(str(p) for p in (out / "train").glob("*.parquet")) +
-                         sorted(str(p) for p in (out / "test").glob("*.parquet"))).to_table(
-        columns=["user_id", "language"]) if stats["final"]["kept"] else pa.table({"user_id": [], "language": []})
+    users = read_table([out / "train", out / "test"], ["user_id", "language"]) if stats["final"]["kept"] \
+        else pa.table({"user_id": [], "language": []})
     stats["users"] = len(pc.unique(users["user_id"].drop_null())) if users.num_rows else 0
     stats["languages"] = {str(r["values"]): r["counts"] for r in pc.value_counts(users["language"]).to_pylist()} \
         if users.num_rows else {}
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     plot_funnel(stats, out / "funnel.png")
     r, t, a, f, s = stats["read"], stats["turns"], stats["annotate"], stats["final"], stats["split"]
     levels = {f"{k} ({LEVEL_NAMES[int(k)]})": v for k, v in f["levels"].items()}
@@ -134,4 +132,4 @@ Built by `wildreward extract` from {", ".join(cfg.read.paths)}. Annotator: `{cfg
     if "annotator_agreement" in stats:
         g = stats["annotator_agreement"]
         card += f"\n## Annotator agreement with gold\n{json.dumps(g)}\n"
-    (out / "dataset_card.md").write_text(card, encoding="utf-8")
+    (out / "dataset_card.md").write_text(card)

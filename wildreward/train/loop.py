@@ -24,6 +24,7 @@ import torch.distributed as dist
 from wildreward import ray_compat as rc
 from wildreward.ordinal import expected_rating, ordinal_metrics
 from wildreward.rm import build_model
+from wildreward.storage import Location
 from wildreward.train.config import TrainConfig
 from wildreward.train.data import REQUIRED_COLUMNS, collate, encode_rows, group_by_length
 from wildreward.train.engine import build_rm_engine
@@ -69,15 +70,18 @@ class MetricsLog:
     """Rank 0's metrics: ``metrics.jsonl`` (train and eval records), TensorBoard when installed, console lines.
     On resume, records after the restored step are dropped so the file has no duplicate steps."""
 
-    def __init__(self, out_dir: Path, active: bool, resume_step: int):
+    def __init__(self, out_dir: Location, active: bool, resume_step: int):
         self.active, self.path, self.tb = active, out_dir / "metrics.jsonl", None
+        self.lines: list[str] = []
         if not active:
             return
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir()
         if self.path.exists():
-            keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+            self.lines = [line for line in self.path.read_text().splitlines()
+                          if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in self.lines))
+        if not out_dir.is_local:  # TensorBoard event files need a local disk
+            return
         for module in ("torch.utils.tensorboard", "tensorboardX"):
             try:
                 writer = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
@@ -89,8 +93,12 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.active:
             return
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.path.is_local:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        else:  # object stores cannot append: rewrite the (small) file
+            self.lines.append(json.dumps(record))
+            self.path.write_text("".join(line + "\n" for line in self.lines))
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch") and math.isfinite(value):
@@ -103,9 +111,9 @@ class MetricsLog:
             sys.stdout.flush()
 
 
-def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
+def read_metrics(out_dir: str | Path | Location) -> list[dict[str, Any]]:
     """The records a :class:`MetricsLog` wrote to ``out_dir``."""
-    text = (Path(out_dir) / "metrics.jsonl").read_text(encoding="utf-8")
+    text = (Location.parse(out_dir) / "metrics.jsonl").read_text()
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -125,7 +133,7 @@ class Validation:
         self.examples.sort(key=lambda e: -len(e["input_ids"]))
         self.num_batches = math.ceil(math.ceil(total_rows / world) / cfg.batch.eval_batch_size)
 
-    def run(self, engine, final: bool, out_dir: Path) -> dict[str, float]:
+    def run(self, engine, final: bool, out_dir: Location) -> dict[str, float]:
         bs = self.cfg.batch.eval_batch_size
         ids, labels, logits = [], [], []
         for b in range(self.num_batches):
@@ -149,15 +157,16 @@ class Validation:
             import pyarrow.parquet as pq
 
             reward = expected_rating(torch.tensor(all_logits)).tolist()
+            target = out_dir / "predictions.parquet"
             pq.write_table(pa.table({"id": all_ids, "label": all_labels.tolist(), "logits": all_logits.tolist(),
-                                     "reward": reward}), out_dir / "predictions.parquet")
+                                     "reward": reward}), target.path, filesystem=target.fs)
         return metrics
 
 
 def train_loop(config: dict[str, Any]) -> None:
     cfg = TrainConfig.model_validate(config["cfg"])
     train_rows, test_rows = config["train_rows"], config["test_rows"]
-    out_dir = Path(cfg.output_dir)
+    out_dir = Location.parse(cfg.output_dir)
     rank, world = rc.train_rank()
     rc.quiet_data_progress()
     seed_all(cfg.seed)
@@ -246,9 +255,8 @@ def train_loop(config: dict[str, Any]) -> None:
                             f"{record['tokens_per_s']:.0f} tok/s pad-eff {record['padding_efficiency']:.2f} "
                             f"trunc {record['truncation_rate']:.1%} eta {eta:.0f}s")
                 if cfg.fail_once_at_step == step and rank == min(1, world - 1):
-                    marker = Path(config["storage_path"]) / cfg.checkpoint.name / f".fault_injected_step{step}"
+                    marker = Location.parse(config["storage_path"]) / cfg.checkpoint.name / f".fault_injected_step{step}"
                     if not marker.exists():
-                        marker.parent.mkdir(parents=True, exist_ok=True)
                         marker.touch()
                         raise RuntimeError(f"injected failure at step {step} on rank {rank} (fail_once_at_step)")
                 final = step == total_steps

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pyarrow as pa
 
 from wildreward import ray_compat as rc
 from wildreward.config import save_config
+from wildreward.storage import Location
 from wildreward.train.config import TrainConfig
 
 BAD_ROW_EXAMPLES = 5
@@ -103,7 +105,7 @@ def check_max_length(cfg: TrainConfig) -> None:
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
     from wildreward.train.loop import train_loop
 
-    out = Path(cfg.output_dir).resolve()
+    out = Location.parse(cfg.output_dir)
     cfg = cfg.model_copy(update={"output_dir": str(out)})
     if not cfg.data.train:
         raise ValueError("data.train is empty: give the train/ folder of `wildreward extract`")
@@ -130,8 +132,12 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         datasets=datasets, split=["train"], num_workers=cfg.dist.num_workers, use_gpu=cfg.dist.use_gpu,
         cpus_per_worker=cfg.dist.cpus_per_worker, name=cfg.checkpoint.name, storage_path=storage,
         max_failures=cfg.checkpoint.max_failures, num_to_keep=cfg.checkpoint.num_to_keep)
-    with rc.result_checkpoint(result) as ckpt:
-        model_dir = export_checkpoint(ckpt, cfg, out / "model")
+    model_dir = out / "model"
+    with rc.result_checkpoint(result) as ckpt, tempfile.TemporaryDirectory(prefix="wildreward_model_") as tmp:
+        # Exported on this (driver) node; an object-store output_dir gets a copy of the finished folder.
+        export_checkpoint(ckpt, cfg, model_dir.local() if model_dir.is_local else Path(tmp))
+        if not model_dir.is_local:
+            model_dir.upload(Path(tmp))
     summary = write_report(out)
     summary["model_dir"] = str(model_dir)
     log(f"model: {model_dir}")
@@ -147,11 +153,11 @@ def export_checkpoint(checkpoint_dir: Path, cfg: TrainConfig, target: Path) -> P
                              trust_remote_code=cfg.model.trust_remote_code, from_config_only=True)
     model.load_state_dict(consolidated_state_dict(checkpoint_dir, cfg))
     stats: dict[str, Any] = {}
-    predictions = Path(cfg.output_dir) / "predictions.parquet"
+    predictions = Location.parse(cfg.output_dir) / "predictions.parquet"
     if predictions.exists():
         import pyarrow.parquet as pq
 
-        table = pq.read_table(predictions)
+        table = pq.read_table(predictions.path, filesystem=predictions.fs)
         reward, label = np.array(table["reward"].to_pylist()), np.array(table["label"].to_pylist())
         stats = {"split": "test", "n": int(len(reward)), "mean": float(reward.mean()), "std": float(reward.std()),
                  **{f"p{q}": float(np.percentile(reward, q)) for q in (5, 25, 50, 75, 95)},
@@ -177,7 +183,7 @@ def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray) -> dict[
     return out
 
 
-def write_report(out: Path) -> dict[str, Any]:
+def write_report(out: Location) -> dict[str, Any]:
     """metrics.jsonl -> metrics.csv, eval.json and curves.png."""
     from wildreward.train.loop import read_metrics
 
@@ -187,15 +193,15 @@ def write_report(out: Path) -> dict[str, Any]:
     if train:
         keys = list(train[0])
         lines = [",".join(keys)] + [",".join(str(r.get(k, "")) for k in keys) for r in train]
-        (out / "metrics.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (out / "metrics.csv").write_text("\n".join(lines) + "\n")
     summary = {"steps": train[-1]["step"] if train else 0, "final_loss": train[-1]["loss"] if train else None,
                "eval": evals[-1] if evals else None}
-    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot_curves(train, evals, out / "curves.png")
     return summary
 
 
-def plot_curves(train: list[dict], evals: list[dict], path: Path) -> None:
+def plot_curves(train: list[dict], evals: list[dict], path: Location) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,5 +223,6 @@ def plot_curves(train: list[dict], evals: list[dict], path: Path) -> None:
     if evals:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with path.open_write() as fh:
+        fig.savefig(fh, dpi=100, format="png")
     plt.close(fig)

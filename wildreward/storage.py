@@ -1,0 +1,210 @@
+"""Where outputs live: a local folder, or any URI pyarrow opens (``s3://``, ``gs://``, ``abfs://``, ``hdfs://``).
+
+On a multi-node cluster a local ``output_dir`` is only right when it is a shared mount: Ray Data writes each block
+from whichever node ran it. :class:`Location` gives the pipeline one Path-like handle for both, so stage code reads
+the same either way. Credentials and endpoints come from the environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``,
+instance roles...), never from the URI, so a logged URI carries no secret.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import pyarrow.fs as pafs
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class Location:
+    """A file or folder on ``fs`` at ``path``; ``str(location)`` is the URI that Ray Data and users see."""
+
+    def __init__(self, fs: pafs.FileSystem, path: str, scheme: str | None):
+        self.fs, self.path, self.scheme = fs, path.rstrip("/") or "/", scheme
+
+    @classmethod
+    def parse(cls, target: "str | Path | Location") -> "Location":
+        """A local path (made absolute) or a URI with a scheme pyarrow knows."""
+        if isinstance(target, Location):
+            return target
+        text = str(target)
+        if "://" not in text or text.startswith("file://"):
+            local = Path(text.removeprefix("file://")).expanduser().resolve()
+            return cls(pafs.LocalFileSystem(), str(local), None)
+        scheme = text.split("://", 1)[0].lower()
+        if "?" in text:
+            raise ValueError(f"{text.split('?')[0]}?...: options in the URI are not accepted (they can hold secrets "
+                             "that would end up in logs and saved configs); set them in the environment, e.g. "
+                             "AWS_ENDPOINT_URL, AWS_DEFAULT_REGION")
+        try:
+            fs, path = pafs.FileSystem.from_uri(text)
+        except (ValueError, OSError) as err:  # pyarrow's ArrowInvalid is a ValueError
+            raise ValueError(f"cannot open {text}: {err}") from err
+        return cls(fs, path, scheme)
+
+    # -- naming
+    @property
+    def is_local(self) -> bool:
+        return self.scheme is None
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def parent(self) -> "Location":
+        return Location(self.fs, posixpath.dirname(self.path), self.scheme)
+
+    def __truediv__(self, name: str) -> "Location":
+        return Location(self.fs, posixpath.join(self.path, str(name)), self.scheme)
+
+    def __str__(self) -> str:
+        return self.path if self.is_local else f"{self.scheme}://{self.path}"
+
+    def __repr__(self) -> str:
+        return f"Location({str(self)!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Location) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __fspath__(self) -> str:
+        # Only a local location is a file system path; passing a remote one to open() must fail loudly.
+        if not self.is_local:
+            raise TypeError(f"{self} is not on a local disk")
+        return self.path
+
+    def local(self) -> Path:
+        return Path(self.__fspath__())
+
+    # -- queries
+    def _info(self) -> pafs.FileInfo:
+        return self.fs.get_file_info(self.path)
+
+    def exists(self) -> bool:
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_dir(self) -> bool:
+        return self._info().type == pafs.FileType.Directory
+
+    def glob(self, pattern: str) -> list["Location"]:
+        """Direct children whose name matches ``pattern`` (``*.parquet``), sorted by name."""
+        import fnmatch
+
+        if not self.is_dir():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        return sorted((Location(self.fs, i.path, self.scheme) for i in infos if fnmatch.fnmatch(i.base_name, pattern)),
+                      key=lambda loc: loc.path)
+
+    # -- reading and writing
+    def read_bytes(self) -> bytes:
+        with self.fs.open_input_stream(self.path) as fh:
+            return fh.read()
+
+    def read_text(self, encoding: str = "utf-8") -> str:
+        return self.read_bytes().decode(encoding)
+
+    def write_bytes(self, data: bytes) -> None:
+        self.parent.mkdir()
+        with self.fs.open_output_stream(self.path) as fh:
+            fh.write(data)
+
+    def write_text(self, text: str, encoding: str = "utf-8") -> None:
+        self.write_bytes(text.encode(encoding))
+
+    @contextmanager
+    def open_write(self) -> Iterator[io.BytesIO]:
+        """A buffer written to this location when the block ends (matplotlib's savefig, pyarrow writers)."""
+        buf = io.BytesIO()
+        yield buf
+        self.write_bytes(buf.getvalue())
+
+    def touch(self) -> None:
+        self.write_bytes(b"")
+
+    def mkdir(self) -> None:
+        """Create the folder and its parents (object stores have no folders: a no-op there)."""
+        if self.is_local:
+            self.fs.create_dir(self.path, recursive=True)
+
+    def unlink(self) -> None:
+        self.fs.delete_file(self.path)
+
+    def rmtree(self) -> None:
+        """Delete the folder and everything in it, if it exists."""
+        if self.is_dir():
+            self.fs.delete_dir(self.path)
+
+    def upload(self, local_dir: Path) -> None:
+        """Copy the local folder ``local_dir`` here (a no-op when this is that folder)."""
+        if self.is_local and Path(self.path) == Path(local_dir).resolve():
+            return
+        self.rmtree()
+        self.mkdir()
+        pafs.copy_files(str(Path(local_dir).resolve()), self.path, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+
+    def download(self, local_dir: Path) -> Path:
+        """Copy this folder into ``local_dir``; returns ``local_dir``."""
+        local_dir = Path(local_dir)
+        local_dir.mkdir(parents=True, exist_ok=True)
+        pafs.copy_files(self.path, str(local_dir.resolve()), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return local_dir
+
+
+def read_table(folders: "list[str | Path | Location] | str | Path | Location", columns: list[str]) -> "pa.Table":
+    """``columns`` of every ``*.parquet`` file directly in ``folders`` as one table, read on this process (stats,
+    resume ids, small lookups); an empty string table when there are no files."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    folders = folders if isinstance(folders, list) else [folders]
+    files = [f for folder in folders for f in Location.parse(folder).glob("*.parquet")]
+    if not files:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pads.dataset([f.path for f in files], format="parquet", filesystem=files[0].fs).to_table(columns=columns)
+
+
+def fetch_dir(target: "str | Path | Location", cache_root: Path | None = None) -> Path:
+    """A local folder with the content of ``target``: a local path as it is, a URI copied once into
+    ``cache_root`` (``$WILDREWARD_CACHE`` or ``~/.cache/wildreward``), keyed by the URI and its files' sizes and
+    times, so a changed folder is fetched again. Each node fetches its own copy (Serve replicas, eval actors)."""
+    loc = Location.parse(target)
+    if loc.is_local:
+        return loc.local()
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True, allow_not_found=True))
+    if not infos:
+        raise FileNotFoundError(f"{loc}: no such folder, or it is empty")
+    listing = sorted((i.path, i.size, str(i.mtime)) for i in infos if i.type == pafs.FileType.File)
+    key = hashlib.sha256(json.dumps([str(loc), listing]).encode()).hexdigest()[:16]
+    root = cache_root or Path(os.environ.get("WILDREWARD_CACHE", Path.home() / ".cache" / "wildreward"))
+    dest = root / f"{loc.name}-{key}"
+    if not (dest / ".complete").exists():
+        partial = dest.with_name(dest.name + f".partial{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        loc.download(partial)
+        (partial / ".complete").touch()
+        shutil.rmtree(dest, ignore_errors=True)
+        partial.rename(dest)  # atomic: a concurrent reader sees the whole folder or none
+    return dest
+
+
+def local_dir(target: str | Path, what: str) -> Path:
+    """``target`` as an absolute local folder, for stages that still need a local (or shared, e.g. NFS) disk;
+    a clear error for a URI instead of a folder literally named ``s3:``."""
+    text = str(target)
+    if "://" in text and not text.startswith("file://"):  # not parsed: opening a bucket would go to the network
+        raise ValueError(f"{what}={text}: this stage writes to a local or shared (NFS) folder only; object-store "
+                         f"URIs are supported for the extract and train outputs and for reading models")
+    return Location.parse(text).local()
