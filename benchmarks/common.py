@@ -18,30 +18,42 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 class PeakMemory:
     """Samples the summed PSS (RSS where PSS is unavailable) of this process and all its descendants —
-    the Ray workers and actors of an embedded cluster included — and keeps the peak."""
+    the Ray workers and actors of an embedded cluster included — and keeps the peak, which processes made it up
+    (``peak_breakdown``: MB by process title, largest first) and when it happened (``peak_at_s``)."""
 
     def __init__(self, interval_s: float = 0.25):
         self.interval_s, self.peak_bytes = interval_s, 0
+        self.peak_breakdown: dict[str, float] = {}
+        self.peak_at_s = 0.0
+        self._t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> int:
+    def _sample(self) -> dict[str, int]:
         me = psutil.Process()
-        total = 0
+        by_name: dict[str, int] = {}
         for proc in [me, *me.children(recursive=True)]:
             try:
                 info = proc.memory_full_info()
-                total += getattr(info, "pss", info.rss)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                # Ray workers retitle themselves (ray::MapWorker(...), ray::IDLE): the title says what each one is.
+                title = " ".join(proc.cmdline()[:1])[:60] or proc.name()
+                by_name[title] = by_name.get(title, 0) + getattr(info, "pss", info.rss)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                 pass
-        return total
+        return by_name
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._sample())
+            sample = self._sample()
+            total = sum(sample.values())
+            if total > self.peak_bytes:
+                self.peak_bytes, self.peak_at_s = total, round(time.perf_counter() - self._t0, 1)
+                self.peak_breakdown = {k: round(v / 2**20, 1) for k, v in
+                                       sorted(sample.items(), key=lambda kv: -kv[1])[:8]}
             self._stop.wait(self.interval_s)
 
     def __enter__(self):
+        self._t0 = time.perf_counter()
         self._thread.start()
         return self
 

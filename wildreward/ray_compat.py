@@ -48,16 +48,24 @@ def read_parquet(path: str | list[str], columns: list[str] | None = None):
 
 
 def write_parquet(ds, path: str) -> None:
-    ds.write_parquet(path)
+    """Write tasks reserve no CPU: they are I/O, and with a CPU each they starved behind the read and the actor
+    pool holding every CPU, so all annotated blocks waited in the object store until the read ended (memory grew
+    with the input; a crash lost every unwritten row). Their number is bounded by the cluster's size instead."""
+    import ray
+
+    ds.write_parquet(path, ray_remote_args={"num_cpus": 0},
+                     concurrency=max(4, int(ray.cluster_resources().get("CPU", 1)) // 2))
 
 
 def rechunk(ds, rows_per_block: int):
     return ds.repartition(target_num_rows_per_block=rows_per_block)
 
 
-def map_tables(ds, fn: Callable[..., Any], **fn_kwargs):
-    """Stateless pyarrow-table -> table (or iterator of tables) transform, run as Ray tasks."""
-    return ds.map_batches(fn, batch_format="pyarrow", batch_size=None, fn_kwargs=fn_kwargs or None)
+def map_tables(ds, fn: Callable[..., Any], *, rows_per_batch: int | None = None, **fn_kwargs):
+    """Stateless pyarrow-table -> table (or iterator of tables) transform, run as Ray tasks. ``rows_per_batch``
+    bounds the rows of one call: a row-wise Python UDF's memory follows its batch, and a whole block after a
+    read can be hundreds of MB (5 GB in one worker at 500k turns before this bound)."""
+    return ds.map_batches(fn, batch_format="pyarrow", batch_size=rows_per_batch, fn_kwargs=fn_kwargs or None)
 
 
 def map_with_actors(ds, cls: type, constructor_kwargs: dict, *, batch_size: int, min_actors: int = 1,

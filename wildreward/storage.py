@@ -195,8 +195,12 @@ def fetch_dir(target: "str | Path | Location", cache_root: Path | None = None) -
         shutil.rmtree(partial, ignore_errors=True)
         loc.download(partial)
         (partial / ".complete").touch()
-        shutil.rmtree(dest, ignore_errors=True)
-        partial.rename(dest)  # atomic: a concurrent reader sees the whole folder or none
+        try:
+            partial.rename(dest)  # atomic: a reader sees the whole folder or none
+        except OSError:  # another process on this node finished first: use its copy, never delete it
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (dest / ".complete").exists():
+                raise
     return dest
 
 

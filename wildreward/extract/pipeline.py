@@ -30,6 +30,7 @@ from wildreward.storage import Location, read_table
 from wildreward.template import build_rm_text
 
 READ_BATCH_ROWS = 1000
+UDF_BATCH_ROWS = 1024  # rows per call of the row-wise Python UDFs (their memory follows the batch)
 
 
 def log(msg: str) -> None:
@@ -296,7 +297,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     def turns(d: Location) -> dict:
         convs = rc.map_tables(rc.read_parquet(str(stages / "read")), keep_null, column="quarantine_reason")
-        rc.write_parquet(rc.map_tables(convs, turns_udf, cfg=cfg.filters), str(d))
+        rc.write_parquet(rc.map_tables(convs, turns_udf, rows_per_batch=UDF_BATCH_ROWS, cfg=cfg.filters), str(d))
         t = read_table(d, ["drop_reason", "language"])
         from wildreward.extract.filters import RULES
 
@@ -323,7 +324,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
         if not cfg.refusal.enabled:
             return {"enabled": False}
         cands = rc.map_tables(rc.read_parquet(str(stages / "annotate"), columns=REFUSAL_COLUMNS),
-                              refusal_candidates_udf, cfg=cfg.refusal)
+                              refusal_candidates_udf, rows_per_batch=UDF_BATCH_ROWS, cfg=cfg.refusal)
         run_llm_stage(cands, d, JudgeUDF, cfg.annotator)
         t = read_table(d, ["id", "verdict", "judge_error"])
         return {"enabled": True, "variant": cfg.refusal.variant, "judged": t.num_rows,
@@ -359,7 +360,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
         if cfg.refusal.enabled:
             verdicts = {r["id"]: (r["verdict"], r["judge_error"])
                         for r in read_table(stages / "refusal", ["id", "verdict", "judge_error"]).to_pylist()}
-        rc.write_parquet(rc.map_tables(rc.read_parquet(str(stages / "annotate")), final_udf, mined=mined,
+        rc.write_parquet(rc.map_tables(rc.read_parquet(str(stages / "annotate")), final_udf,
+                                       rows_per_batch=UDF_BATCH_ROWS, mined=mined,
                                        verdicts=verdicts, variant=cfg.refusal.variant), str(d))
         check_unique(d, stats["annotate"]["annotated"], "final")
         t = read_table(d, ["drop_reason", "label", "mined_from", "refusal_verdict", "raw_label", "annotator_label"])

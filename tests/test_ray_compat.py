@@ -1,0 +1,71 @@
+"""Streaming writes: output files appear while the input is still being read, even with every CPU taken.
+
+A slow reader (one task, 1 CPU) feeds an actor pool (2 x 0.5 CPU) on a 2-CPU Ray: nothing is left for a write task
+that asks for a CPU, and then every processed block waits in the object store until the read ends. The extraction
+stages rely on the opposite: a block's rows are on disk soon after they are annotated (memory stays bounded, a crash
+loses little).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from wildreward import ray_compat as rc
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+
+BLOCKS, SECONDS_PER_BLOCK = 12, 1.0
+
+
+def slow_read(specs: pa.Table, marker: str):
+    for i in range(BLOCKS):
+        time.sleep(SECONDS_PER_BLOCK)
+        yield pa.table({"id": [f"{i}_{j}" for j in range(10)], "x": list(range(10))})
+    Path(marker).write_text(str(time.time()))
+
+
+class Double:
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return table.append_column("y", pa.array([2 * x for x in table["x"].to_pylist()]))
+
+
+@pytest.fixture
+def tiny_blocks():
+    """Every yielded table its own block (by default small yields are merged up to 128 MiB, so this toy read
+    would be one block, emitted at its end)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    saved, ctx.target_max_block_size = ctx.target_max_block_size, 1024
+    yield
+    ctx.target_max_block_size = saved
+
+
+def test_blocks_are_written_while_the_read_still_runs(ray_local, tiny_blocks, tmp_path):
+    out, marker = tmp_path / "out", tmp_path / "read_done"
+    ds = rc.map_tables(rc.from_items([{"task": 0}]), slow_read, marker=str(marker))
+    ds = rc.map_with_actors(ds, Double, {}, batch_size=10, min_actors=2, max_actors=2, num_cpus=0.5)
+    first_file: list[float] = []
+
+    def watch():
+        while not marker.exists():
+            if out.exists() and any(out.glob("*.parquet")):
+                first_file.append(time.time())
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    rc.write_parquet(ds, str(out))
+    watcher.join(timeout=5)
+    read_done = float(marker.read_text())
+    assert first_file, "no output file was written before the read finished"
+    assert read_done - first_file[0] > 3 * SECONDS_PER_BLOCK, (read_done - first_file[0])
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("*.parquet"))])
+    assert rows.num_rows == BLOCKS * 10 and sorted(rows["y"].to_pylist()) == sorted(2 * x for x in
+                                                                                      list(range(10)) * BLOCKS)
