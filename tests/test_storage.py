@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.fake_cluster import free_port
 from tests.conftest import CHATLOGS, REPO
 from wildreward.storage import Location, fetch_dir, local_dir, read_table
 
 BUCKET = "wildreward-test"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
