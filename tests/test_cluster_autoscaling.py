@@ -9,20 +9,16 @@ The cluster and the trace are :mod:`benchmarks.fake_cluster`'s, shared with the 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pytest
 
 from benchmarks.fake_cluster import ClusterTrace, FakeAutoscalingCluster, processes_marked, wait_for
 from tests.conftest import CHATLOGS, REPO
+from wildreward.storage import read_table
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
-
-def read_dir(path: Path, columns=None):
-    return pads.dataset(sorted(str(p) for p in path.glob("*.parquet"))).to_table(columns=columns)
 
 
 # ---------------------------------------------------------------- the test
@@ -104,7 +100,7 @@ def test_extract_scales_the_annotator_pool_out_and_nodes_back_in(tmp_path, stub)
     assert all(stats["reconciled"].values())
     assert stats["annotate"]["annotated"] == stats["turns"]["kept"] > 300
     assert stats["annotate"]["errors"] == 0
-    ann = read_dir(out / "stages" / "annotate", ["id"])
+    ann = read_table(out / "stages" / "annotate", ["id"])
     assert len(pc.unique(ann["id"])) == ann.num_rows == stats["turns"]["kept"]
     served = stub.stats()["feedback"]["requests"]
     assert served >= stats["turns"]["kept"], served

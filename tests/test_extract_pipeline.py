@@ -9,6 +9,7 @@ import pytest
 from wildreward.config import load_config
 from wildreward.extract.config import ExtractConfig
 from wildreward.extract.pipeline import run_extract
+from wildreward.storage import read_table
 from wildreward.template import build_rm_text
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -22,9 +23,6 @@ BAD_LINES = [
     b"[1, 2, 3]",
 ]
 
-
-def read_dir(path: Path, columns=None):
-    return pads.dataset(sorted(str(p) for p in path.glob("*.parquet"))).to_table(columns=columns)
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +52,12 @@ def test_extract_end_to_end_then_resume(tmp_path, logs_dir, tiny_lm, ray_local):
     # ... plus one real WildChat conversation among the first 40 that opens with an assistant message.
     assert sum(stats["read"]["quarantined"].values()) == len(BAD_LINES) + 1
     assert stats["read"]["quarantined"]["role_order"] == 1
-    quarantine = read_dir(out / "quarantine")
+    quarantine = read_table(out / "quarantine")
     assert quarantine.num_rows == len(BAD_LINES) + 1 and quarantine["quarantine_reason"].null_count == 0
     assert stats["read"]["conversations"] == 39 + 15 + 25 + 15
     assert stats["turns"]["kept"] > 20 and sum(stats["turns"]["dropped"].values()) > 0
 
-    train, test = read_dir(out / "train"), read_dir(out / "test")
+    train, test = read_table(out / "train"), read_table(out / "test")
     assert train.num_rows > 0 and test.num_rows > 0
     assert not set(train["conversation_id"].to_pylist()) & set(test["conversation_id"].to_pylist())
     for table in (train, test):
@@ -70,7 +68,7 @@ def test_extract_end_to_end_then_resume(tmp_path, logs_dir, tiny_lm, ray_local):
     assert row["messages"][-1] == {"role": "assistant", "content": row["response"]}
 
     # Rows whose annotation failed are dropped and counted, never labelled.
-    final = read_dir(out / "stages" / "final")
+    final = read_table(out / "stages" / "final")
     failed = final.filter(pc.is_valid(final["error"]))
     assert failed.num_rows == stats["annotate"]["errors"]
     assert failed["label"].null_count == failed.num_rows
@@ -94,8 +92,8 @@ def test_extract_end_to_end_then_resume(tmp_path, logs_dir, tiny_lm, ray_local):
     assert again["annotate"]["annotated_this_run"] == lost
     assert again["annotate"]["annotated"] == stats["annotate"]["annotated"]
     key = ["id", "label"]
-    assert sorted(read_dir(out / "train", key).to_pylist(), key=str) == sorted(train.select(key).to_pylist(), key=str)
-    assert sorted(read_dir(out / "test", key).to_pylist(), key=str) == sorted(test.select(key).to_pylist(), key=str)
+    assert sorted(read_table(out / "train", key).to_pylist(), key=str) == sorted(train.select(key).to_pylist(), key=str)
+    assert sorted(read_table(out / "test", key).to_pylist(), key=str) == sorted(test.select(key).to_pylist(), key=str)
 
 
 def test_changed_annotator_config_is_refused_not_mixed(tmp_path, logs_dir, tiny_lm, ray_local):
@@ -133,7 +131,7 @@ def test_extract_through_vllm_actor(tmp_path, logs_dir, tiny_lm, ray_local):
     stats = run_extract(extract_config(tmp_path / "run", logs_dir, tiny_lm, "read.max_conversations=3",
                                        "annotator.backend=vllm", "annotator.engine_kwargs={max_model_len: 2048}",
                                        "refusal.enabled=false", "split.test_size=2"))
-    ann = read_dir(tmp_path / "run" / "stages" / "annotate")
+    ann = read_table(tmp_path / "run" / "stages" / "annotate")
     assert ann.num_rows == stats["turns"]["kept"] > 0
     ok = ann.filter(pc.is_null(ann["error"]))
     assert ok.num_rows > 0 and set(ok["label"].to_pylist()) <= {1, 2, 3, 4, 5}

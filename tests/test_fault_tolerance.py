@@ -31,11 +31,11 @@ import pytest
 
 from benchmarks.fake_cluster import free_port, is_pool_actor, kill_marked, processes_marked, wait_for
 from tests.conftest import CHATLOGS, REPO
-from tests.test_cluster_autoscaling import read_dir
 from wildreward import ray_compat as rc
 from wildreward.config import load_config
 from wildreward.extract.config import ExtractConfig
 from wildreward.extract.pipeline import run_extract
+from wildreward.storage import read_table
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -96,13 +96,13 @@ def check_outputs(out: Path, stats: dict, cfg: ExtractConfig) -> dict:
     assert all(stats["reconciled"].values())
     assert stats["annotate"]["annotated"] == stats["turns"]["kept"] > 0
     assert stats["annotate"]["errors"] == 0
-    ann = read_dir(out / "stages" / "annotate")
+    ann = read_table(out / "stages" / "annotate")
     assert len(pc.unique(ann["id"])) == ann.num_rows == stats["turns"]["kept"]
     wrong = [r["id"] for r in ann.to_pylist() if r["label"] != stub_label(r, cfg)]
     assert not wrong, f"{len(wrong)} rows carry a label the annotator did not give them: {wrong[:5]}"
-    final = read_dir(out / "stages" / "final", ["id"])
+    final = read_table(out / "stages" / "final", ["id"])
     assert len(pc.unique(final["id"])) == final.num_rows == ann.num_rows
-    split = pa.concat_tables([read_dir(out / name, ["id", "label"]) for name in ("train", "test")])
+    split = pa.concat_tables([read_table(out / name, ["id", "label"]) for name in ("train", "test")])
     assert len(pc.unique(split["id"])) == split.num_rows == stats["final"]["kept"]
     return {r["id"]: r["label"] for r in split.to_pylist()}
 
@@ -280,7 +280,7 @@ def test_bad_input_files_are_quarantined_and_the_good_rows_processed(tmp_path, r
 
     # The job finished; the good conversations went through, every bad record is in quarantine with a reason.
     check_outputs(out, stats, cfg)
-    read = read_dir(out / "stages" / "read", ["source_file", "line", "quarantine_reason"]).to_pylist()
+    read = read_table(out / "stages" / "read", ["source_file", "line", "quarantine_reason"]).to_pylist()
     by_file: dict[str, list] = {}
     for row in sorted(read, key=lambda r: (r["source_file"], r["line"])):
         by_file.setdefault(Path(row["source_file"]).name, []).append(row)
@@ -305,6 +305,6 @@ def test_bad_input_files_are_quarantined_and_the_good_rows_processed(tmp_path, r
     assert stats["read"]["records"] == len(read) == stats["read"]["conversations"] + quarantined
     assert stats["read"]["conversations"] == sum(good.values())
     assert sum(stats["read"]["quarantined"].values()) == quarantined
-    q = read_dir(out / "quarantine")
+    q = read_table(out / "quarantine")
     assert q.num_rows == quarantined and q["quarantine_reason"].null_count == 0
     assert q["source_file"].null_count == 0 and q["line"].null_count == 0

@@ -71,12 +71,6 @@ class Location:
     def __repr__(self) -> str:
         return f"Location({str(self)!r})"
 
-    def __eq__(self, other) -> bool:
-        return isinstance(other, Location) and str(self) == str(other)
-
-    def __hash__(self) -> int:
-        return hash(str(self))
-
     def __fspath__(self) -> str:
         # Only a local location is a file system path; passing a remote one to open() must fail loudly.
         if not self.is_local:
@@ -146,9 +140,7 @@ class Location:
             self.fs.delete_dir(self.path)
 
     def upload(self, local_dir: Path) -> None:
-        """Copy the local folder ``local_dir`` here (a no-op when this is that folder)."""
-        if self.is_local and Path(self.path) == Path(local_dir).resolve():
-            return
+        """Replace this folder with a copy of the local folder ``local_dir``."""
         self.rmtree()
         self.mkdir()
         pafs.copy_files(str(Path(local_dir).resolve()), self.path, source_filesystem=pafs.LocalFileSystem(),
@@ -163,16 +155,17 @@ class Location:
         return local_dir
 
 
-def read_table(folders: "list[str | Path | Location] | str | Path | Location", columns: list[str]) -> "pa.Table":
-    """``columns`` of every ``*.parquet`` file directly in ``folders`` as one table, read on this process (stats,
-    resume ids, small lookups); an empty string table when there are no files."""
+def read_table(folders: "list[str | Path | Location] | str | Path | Location",
+               columns: list[str] | None = None) -> "pa.Table":
+    """``columns`` (default: all) of every ``*.parquet`` file directly in ``folders`` as one table, read on this
+    process (stats, resume ids, small lookups); an empty table of string ``columns`` when there are no files."""
     import pyarrow as pa
     import pyarrow.dataset as pads
 
     folders = folders if isinstance(folders, list) else [folders]
     files = [f for folder in folders for f in Location.parse(folder).glob("*.parquet")]
     if not files:
-        return pa.table({c: pa.array([], pa.string()) for c in columns})
+        return pa.table({c: pa.array([], pa.string()) for c in columns or []})
     return pads.dataset([f.path for f in files], format="parquet", filesystem=files[0].fs).to_table(columns=columns)
 
 
