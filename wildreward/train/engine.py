@@ -8,6 +8,8 @@ checkpoint), ``lr`` and ``module`` (the bare model). The RM trainer and online D
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,12 +55,22 @@ def ordinal_batch_loss(batch: dict[str, Any], device) -> Callable[[torch.nn.Modu
                                       batch["labels"].to(device))
 
 
+def jit_arch_list(value: str) -> str:
+    """``TORCH_CUDA_ARCH_LIST`` as DeepSpeed's JIT op builder parses it (0.19: ``X.Y`` or ``X.Y+PTX`` only).
+    CUDA images often name arch-specific targets such as ``9.0a`` (Hopper's wgmma), on which that builder fails
+    with ``invalid literal for int()``; its ops only need the base architecture."""
+    entries = [e for e in value.replace(";", " ").split() if e]
+    return ";".join(dict.fromkeys(re.sub(r"^(\d+\.\d+)[a-z]+", r"\1", e) for e in entries))
+
+
 class DeepSpeedEngine:
     def __init__(self, model: torch.nn.Module, dist_cfg: DistConfig, optim: OptimConfig, micro_batch: int,
                  grad_accum: int, total_steps: int):
         import deepspeed
         import torch.distributed as dist
 
+        if dist_cfg.use_gpu and os.environ.get("TORCH_CUDA_ARCH_LIST"):  # seen: 9.0a on an H100 image
+            os.environ["TORCH_CUDA_ARCH_LIST"] = jit_arch_list(os.environ["TORCH_CUDA_ARCH_LIST"])
         # Ray Train has already created the process group; DeepSpeed reuses it.
         deepspeed.init_distributed(dist_backend="nccl" if dist_cfg.use_gpu else "gloo")
         world = dist.get_world_size() if dist.is_initialized() else 1
