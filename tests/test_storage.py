@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.fake_cluster import free_port
-from tests.conftest import CHATLOGS, REPO
+from tests.conftest import CHATLOGS, REPO, SHARED
 from wildreward.storage import Location, fetch_dir, local_dir, read_table
 
 BUCKET = "wildreward-test"
@@ -193,3 +193,35 @@ def test_extract_then_train_write_everything_to_s3(s3, s3_ray, tmp_path, tiny_be
     local_copy = Location.parse(f"s3://{BUCKET}/run/train/model").download(tmp_path / "copy")
     assert from_uri == pytest.approx(RewardModel(local_copy).score(rows), abs=1e-6)
     assert from_uri == pytest.approx([p["reward"] for p in predicted[:8]], abs=1e-4)
+
+    # Eval reads the model and the held-out split from the bucket and writes its report there.
+    from wildreward.eval.config import EvalConfig
+    from wildreward.eval.pipeline import run_eval
+
+    eval_cfg = load_config(EvalConfig, None, [
+        f"model_dir=s3://{BUCKET}/run/train/model", f"consistency_data=s3://{BUCKET}/run/extract/test",
+        f"output_dir=s3://{BUCKET}/run/eval", f"data_dir={SHARED / 'data'}", "benchmarks=[llmbar]", "max_pairs=6",
+        "num_actors=1"])
+    report = run_eval(eval_cfg)
+    assert report["consistency"]["rows"] == stats["split"]["test"]["rows"]
+    written = keys(s3, "run/eval/")
+    assert {"config.yaml", "report.json", "report.md", "pair_scores.parquet", "consistency_scores.parquet"} <= written
+    assert json.loads(Location.parse(f"s3://{BUCKET}/run/eval/report.json").read_text())["examples"] == \
+        report["examples"]
+    assert list(cwd.iterdir()) == [], "something was written locally instead of to the bucket"
+
+
+def test_pipeline_stages_are_wired_to_the_bucket_and_found_done_there(s3):
+    from wildreward.config import load_config
+    from wildreward.pipeline import PipelineConfig, done_marker, wire
+
+    cfg = wire(load_config(PipelineConfig, None, [f"output_dir=s3://{BUCKET}/pipe", "stages=[extract,train,eval]"]))
+    assert cfg.train.data.train == [f"s3://{BUCKET}/pipe/extract/train"]
+    assert cfg.eval.model_dir == cfg.serve.model_dir == f"s3://{BUCKET}/pipe/train/model"
+    marker = done_marker("train", cfg)
+    assert str(marker) == f"s3://{BUCKET}/pipe/train/model/wildreward.json" and not marker.exists()
+    marker.write_text("{}")
+    assert done_marker("train", cfg).exists()
+    with pytest.raises(ValueError, match="dpo stage writes to a local"):
+        wire(load_config(PipelineConfig, None, [f"output_dir=s3://{BUCKET}/pipe",
+                                                "stages=[extract,train,serve,dpo]"]))

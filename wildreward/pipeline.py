@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -24,7 +23,7 @@ from wildreward.eval.config import EvalConfig
 from wildreward.extract.config import ExtractConfig
 from wildreward.serve.config import ServeConfig
 from wildreward.train.config import TrainConfig
-from wildreward.storage import local_dir
+from wildreward.storage import Location, read_table
 
 STAGES = ("extract", "train", "eval", "serve", "dpo")
 Stage = Literal["extract", "train", "eval", "serve", "dpo"]
@@ -50,7 +49,10 @@ class PipelineConfig(Section):
 
 def wire(cfg: PipelineConfig) -> PipelineConfig:
     """Point every stage at its folder and at the previous stages' outputs."""
-    out = local_dir(cfg.output_dir, "output_dir")
+    out = Location.parse(cfg.output_dir)
+    if not out.is_local and "dpo" in cfg.stages:
+        raise ValueError(f"output_dir={out}: the dpo stage writes to a local or shared (NFS) folder only; run it "
+                         "with a local dpo.output_dir as its own job, or leave it out of stages")
     data = cfg.model_dump(mode="json")
     data["output_dir"] = str(out)
     data["extract"]["output_dir"] = str(out / "extract")
@@ -64,8 +66,8 @@ def wire(cfg: PipelineConfig) -> PipelineConfig:
     return PipelineConfig.model_validate(data)
 
 
-def done_marker(stage: str, cfg: PipelineConfig) -> Path:
-    out = Path(cfg.output_dir)
+def done_marker(stage: str, cfg: PipelineConfig) -> Location:
+    out = Location.parse(cfg.output_dir)
     return {"extract": out / "extract" / "stats.json", "train": out / "train" / "model" / "wildreward.json",
             "eval": out / "eval" / "report.json", "dpo": out / "dpo" / "report.json",
             "serve": out / "serve" / "check.json"}[stage]
@@ -77,14 +79,12 @@ def log(msg: str) -> None:
 
 def serve_and_check(cfg: PipelineConfig) -> dict[str, Any]:
     """Deploy the RM and check that served scores equal offline scores on a few extracted turns."""
-    import pyarrow.parquet as pq
-
     from wildreward.rm import RewardModel
     from wildreward.serve.app import build_app
 
     rc.serve_run(build_app(cfg.serve), name=cfg.serve.name, host=cfg.serve.host, port=cfg.serve.port,
                  route_prefix=cfg.serve.route_prefix)
-    rows = pq.read_table(cfg.eval.consistency_data, columns=["history", "query", "response"]).slice(0, 8).to_pylist()
+    rows = read_table(cfg.eval.consistency_data, ["history", "query", "response"]).slice(0, 8).to_pylist()
     items = [{"history": r["history"] or [], "query": r["query"], "response": r["response"]} for r in rows]
     served = [r["reward"] for r in rc.serve_handle(cfg.serve.name).score.remote(items).result(timeout_s=300)]
     offline = RewardModel(cfg.serve.model_dir).score(items)
@@ -102,7 +102,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from wildreward.train.pipeline import run_train
 
     cfg = wire(cfg)
-    out = Path(cfg.output_dir)
+    out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "pipeline")
     rc.init_ray()
     runners = {"extract": lambda: run_extract(cfg.extract), "train": lambda: run_train(cfg.train),
@@ -122,13 +122,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
             result = runners[stage]()
             served = served or stage == "serve"
             if stage == "serve":
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+                marker.write_text(json.dumps(result, indent=2) + "\n")
             seconds = round(time.perf_counter() - start, 1)
             summary["stages"][stage] = {"skipped": False, "seconds": seconds}
             log(f"{stage}: finished in {seconds} s")
     finally:
         if served and not cfg.keep_serving:
             rc.serve_delete(cfg.serve.name)
-    (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out / "pipeline.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

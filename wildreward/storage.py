@@ -157,13 +157,15 @@ class Location:
 
 def read_table(folders: "list[str | Path | Location] | str | Path | Location",
                columns: list[str] | None = None) -> "pa.Table":
-    """``columns`` (default: all) of every ``*.parquet`` file directly in ``folders`` as one table, read on this
-    process (stats, resume ids, small lookups); an empty table of string ``columns`` when there are no files."""
+    """``columns`` (default: all) of every ``*.parquet`` file directly in ``folders`` (or of the file itself, where
+    one names a file) as one table, read on this process (stats, resume ids, small lookups); an empty table of
+    string ``columns`` when there are no files."""
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    folders = folders if isinstance(folders, list) else [folders]
-    files = [f for folder in folders for f in Location.parse(folder).glob("*.parquet")]
+    folders = [Location.parse(f) for f in (folders if isinstance(folders, list) else [folders])]
+    files = [f for folder in folders for f in (folder.glob("*.parquet") if folder.is_dir() else
+                                               [folder] if folder.exists() else [])]
     if not files:
         return pa.table({c: pa.array([], pa.string()) for c in columns or []})
     return pads.dataset([f.path for f in files], format="parquet", filesystem=files[0].fs).to_table(columns=columns)
@@ -195,6 +197,12 @@ def fetch_dir(target: "str | Path | Location", cache_root: Path | None = None) -
             if not (dest / ".complete").exists():
                 raise
     return dest
+
+
+def save_png(fig, target: "str | Path | Location", dpi: int) -> None:
+    """A matplotlib figure as a PNG file, locally or on an object store."""
+    with Location.parse(target).open_write() as fh:
+        fig.savefig(fh, dpi=dpi, format="png")
 
 
 def local_dir(target: str | Path, what: str) -> Path:

@@ -26,7 +26,7 @@ from wildreward.dpo.prompts import load_prompts, prompts_from_chatlogs
 from wildreward.dpo.rollout import RolloutEngine
 from wildreward.dpo.scoring import score_samples
 from wildreward.models import resolve_model
-from wildreward.storage import local_dir
+from wildreward.storage import local_dir, save_png
 
 EVAL_SAMPLES = 2  # responses per held-out prompt in the before/after evaluation
 
@@ -133,7 +133,7 @@ def plot_curves(records: list[dict], path: Path) -> None:
     ax.legend(fontsize=7)
     axes.flat[-1].axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_png(fig, path, dpi=100)
     plt.close(fig)
 
 

@@ -22,7 +22,7 @@ from wildreward.eval.benchmarks import default_path, flatten_rm_bench, load_benc
 from wildreward.eval.config import EvalConfig
 from wildreward.eval.score import (Scored, check_model_dir, deduplicate, length_scores, random_scores,
                                    score_examples)
-from wildreward.storage import local_dir
+from wildreward.storage import Location, read_table
 
 CONSISTENCY_COLUMNS = ("id", "history", "query", "response", "label")
 CALIBRATION_NOTE = ("On RM-Bench normal pairs (chosen and rejected in the same style), as the paper: Platt scaling of "
@@ -62,7 +62,7 @@ def load_benchmarks(cfg: EvalConfig) -> dict[str, dict]:
 def load_consistency(cfg: EvalConfig) -> dict:
     """Rows of an extracted data set with a binary label: positive (label >= positive_min_label) or negative
     (label <= negative_max_label); rows in between or without a label are left out and counted."""
-    table = pq.read_table(cfg.consistency_data)
+    table = read_table(cfg.consistency_data)
     missing = [c for c in CONSISTENCY_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"consistency_data {cfg.consistency_data} lacks column(s) {', '.join(missing)}")
@@ -167,7 +167,7 @@ def consistency_results(cfg: EvalConfig, cons: dict, scores: dict[str, np.ndarra
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    out = local_dir(cfg.output_dir, "output_dir")
+    out = Location.parse(cfg.output_dir)
     for model_dir in ([] if cfg.endpoint else [cfg.model_dir]) + ([cfg.second_model_dir] if cfg.second_model_dir
                                                                    else []):
         check_model_dir(model_dir)  # before loading data or starting Ray
@@ -190,10 +190,12 @@ def run_eval(cfg: EvalConfig) -> dict:
                              for name, b in benches.items()}}
     if "rm_bench" in benches:
         report["calibration"] = calibration(cfg, benches["rm_bench"]["pairs"], parts["rm_bench"])
-    pq.write_table(pair_table(benches, parts), out / "pair_scores.parquet")
+    with (out / "pair_scores.parquet").open_write() as fh:
+        pq.write_table(pair_table(benches, parts), fh)
     if consistency:
         report["consistency"], table = consistency_results(cfg, consistency, parts["consistency"])
-        pq.write_table(table, out / "consistency_scores.parquet")
+        with (out / "consistency_scores.parquet").open_write() as fh:
+            pq.write_table(table, fh)
     rep.write_report(report, out)
     log(f"report: {out / 'report.md'}")
     return report

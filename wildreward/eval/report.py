@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 import numpy as np
 
 from wildreward.eval.metrics import (accuracy_at_coverage, pairwise_accuracy, platt_calibration, rm_bench_accuracy,
                                      roc_auc, threshold_accuracy)
+from wildreward.storage import Location, save_png
 
 # Subsets pooled into named groups (LLMBar: RewardBench's Chat-Hard split into its natural and adversarial parts).
 GROUPS = {"llmbar": {"natural": ("llmbar-natural",), "adversarial": ("llmbar-adver",)}}
@@ -192,7 +191,7 @@ def benchmark_section(name: str, b: dict, scorers: list[str]) -> str:
     return "\n".join(text + [table(["subset", "pairs", *scorers], rows), ""])
 
 
-def write_markdown(report: dict, path: Path) -> None:
+def write_markdown(report: dict, path: Location) -> None:
     scorers = list(report["scorers"])
     summary = summary_table(report)
     columns = list(dict.fromkeys(c for row in summary.values() for c in row))
@@ -252,7 +251,7 @@ def pyplot():
     return plt
 
 
-def plot_threshold_accuracy(curves: dict[str, list[dict]], n_pairs: int, path: Path) -> None:
+def plot_threshold_accuracy(curves: dict[str, list[dict]], n_pairs: int, path: Location) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for k, (name, rows) in enumerate(curves.items()):
@@ -266,11 +265,11 @@ def plot_threshold_accuracy(curves: dict[str, list[dict]], n_pairs: int, path: P
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
 
 
-def plot_reliability(results: dict[str, dict], path: Path) -> None:
+def plot_reliability(results: dict[str, dict], path: Location) -> None:
     plt = pyplot()
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(6, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
@@ -288,11 +287,11 @@ def plot_reliability(results: dict[str, dict], path: Path) -> None:
     ax.legend(fontsize=8, loc="upper left")
     hist.set(xlabel="calibrated P(first reply preferred)", ylabel="pairs")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
 
 
-def write_report(report: dict, out: Path) -> None:
+def write_report(report: dict, out: Location) -> None:
     (out / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
     cal = (report.get("calibration") or {}).get("scorers", {})

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from wildreward import ray_compat as rc
 from wildreward.config import Section, load_config, save_config
-from wildreward.storage import local_dir
+from wildreward.storage import local_dir, save_png
 
 
 class UsersScalingConfig(Section):
@@ -151,7 +151,7 @@ def plot_curve(curves: dict[str, list[dict]], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
 
 

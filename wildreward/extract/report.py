@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from wildreward.extract.config import ExtractConfig
-from wildreward.storage import Location, read_table
+from wildreward.storage import Location, read_table, save_png
 
 LEVEL_NAMES = {1: "clearly negative", 2: "correction", 3: "positive engagement", 4: "clear satisfaction"}
 
@@ -71,8 +71,7 @@ def plot_funnel(stats: dict, path: Location) -> None:
     ax2.set_title("Final label levels")
     ax2.tick_params(axis="x", labelrotation=20)
     fig.tight_layout()
-    with path.open_write() as fh:
-        fig.savefig(fh, dpi=110, format="png")
+    save_png(fig, path, dpi=110)
     plt.close(fig)
 
 

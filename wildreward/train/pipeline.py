@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from wildreward import ray_compat as rc
 from wildreward.config import save_config
-from wildreward.storage import Location
+from wildreward.storage import Location, save_png
 from wildreward.train.config import TrainConfig
 
 BAD_ROW_EXAMPLES = 5
@@ -223,6 +223,5 @@ def plot_curves(train: list[dict], evals: list[dict], path: Location) -> None:
     if evals:
         ax.legend()
     fig.tight_layout()
-    with path.open_write() as fh:
-        fig.savefig(fh, dpi=100, format="png")
+    save_png(fig, path, dpi=100)
     plt.close(fig)
