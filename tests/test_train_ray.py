@@ -155,3 +155,38 @@ def test_cuda_arch_list_is_rewritten_to_what_deepspeeds_jit_builder_parses(given
     builder.jit_mode = True
     monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", expected)
     builder.compute_capability_args()  # raised ValueError on "9.0a"
+
+
+def test_deepspeed_full_state_dict_tensors_own_their_memory(tiny_lm, monkeypatch):
+    """ZeRO keeps the parameters as views into one flat buffer; a view pickles with its whole buffer, so pushing
+    such weights to the rollout engines through Ray cost the buffer once per tensor (a 0.6 GB SmolLM2 grew a
+    Ray Train worker past 20 GB). The exported tensors must be compact copies."""
+    import pickle
+
+    import torch
+    import torch.distributed as dist
+
+    from benchmarks.fake_cluster import free_port
+    from wildreward.rm import build_model
+    from wildreward.train.config import DistConfig, OptimConfig
+    from wildreward.train.engine import build_engine
+
+    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0", "LOCAL_RANK": "0",
+                       "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(key, value)
+    model, _ = build_model(tiny_lm, "independent", 4)
+    try:
+        engine = build_engine(model, DistConfig(num_workers=1, strategy="deepspeed", zero_stage=2), OptimConfig(),
+                              micro_batch=1, grad_accum=1, total_steps=1, device=torch.device("cpu"))
+        live = dict(engine.module.named_parameters())
+        assert any(p.untyped_storage().nbytes() > p.numel() * p.element_size() for p in live.values()), \
+            "DeepSpeed no longer flattens parameters: this test checks nothing"
+        state = engine.full_state_dict()
+        weights = sum(t.numel() * t.element_size() for t in state.values())
+        assert all(t.untyped_storage().nbytes() == t.numel() * t.element_size() for t in state.values())
+        assert len(pickle.dumps(state)) < 1.1 * weights
+        name = next(iter(live))
+        assert state[name].data_ptr() != live[name].data_ptr()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -118,10 +118,12 @@ class DeepSpeedEngine:
         return self.backward_micro(ordinal_batch_loss(batch, self.device))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole model's weights on CPU, on every rank (ZeRO 0-2 keep full parameters on each rank)."""
+        """The whole model's weights on CPU, on every rank (ZeRO 0-2 keep full parameters on each rank). Copies:
+        DeepSpeed's parameters are views into one flat buffer, and serialising a view (Ray does, to push weights
+        to the rollout engines) writes the whole buffer for every tensor: 20+ GB for a 0.6 GB model."""
         if self.zero_stage == 3:
             raise NotImplementedError("full_state_dict with ZeRO-3 (parameters are partitioned): use stage <= 2")
-        return {k: v.detach().cpu() for k, v in self.engine.module.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.engine.module.state_dict().items()}
 
     @torch.no_grad()
     def eval_logits(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -179,7 +181,7 @@ class DDPEngine:
         return self.backward_micro(ordinal_batch_loss(batch, self.device))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.module.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}  # not the live ones
 
     @torch.no_grad()
     def eval_logits(self, batch: dict[str, Any]) -> torch.Tensor:
