@@ -116,7 +116,8 @@ def main() -> None:
           "## Scoring one step's samples", "",
           f"{scoring['samples']} samples: ours through the Serve handle {scoring['ours_handle_s']} s, ours over HTTP "
           f"{scoring['ours_http_s']} s, one request per response sequentially (the original) "
-          f"{scoring['sequential_http_s']} s: {scoring['sequential_http_s'] / scoring['ours_handle_s']:.1f}x slower; "
+          f"{scoring['sequential_http_s']} s (sequential / ours = "
+          f"{scoring['sequential_http_s'] / scoring['ours_handle_s']:.2f}: above 1, ours is faster); "
           f"with it scoring would take {results['sequential_scoring_share']:.1%} of a step.", "",
           "## Before / after (held-out prompts, 2 samples each)", "",
           "| | RM reward | response tokens | no-EOS rate | instruction checks |", "|---|---|---|---|---|",
