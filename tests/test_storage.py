@@ -210,6 +210,23 @@ def test_extract_then_train_write_everything_to_s3(s3, s3_ray, tmp_path, tiny_be
         report["examples"]
     assert list(cwd.iterdir()) == [], "something was written locally instead of to the bucket"
 
+    # Users-scaling: the subsets, every point's training run and the report go to the bucket.
+    from wildreward.eval.users import UsersScalingConfig, run_users_scaling
+
+    scaling = run_users_scaling(UsersScalingConfig(
+        output_dir=f"s3://{BUCKET}/run/users", train_data=[f"s3://{BUCKET}/run/extract/train"],
+        test_data=[f"s3://{BUCKET}/run/extract/test"], user_key="conversation_id", n_examples=8, user_counts=[4],
+        seeds=[0], train_overrides=[f"model.backbone={tiny_bert}", "model.max_length=256", "dist.num_workers=1",
+                                    "dist.strategy=ddp", "batch.global_batch_size=8", "batch.micro_batch_size=8",
+                                    "max_steps=1"]))
+    (point,) = scaling["points"]
+    assert point["model_dir"] == f"s3://{BUCKET}/run/users/points/users4_seed0/train_out/model"
+    assert point["consistency_auc"] is None or 0 <= point["consistency_auc"] <= 1
+    written = keys(s3, "run/users/")
+    assert {"report.json", "users_scaling.png", "points/users4_seed0/train/part-0.parquet",
+            "points/users4_seed0/train_out/predictions.parquet"} <= written
+    assert list(cwd.iterdir()) == [], "something was written locally instead of to the bucket"
+
 
 def test_pipeline_stages_are_wired_to_the_bucket_and_found_done_there(s3):
     from wildreward.config import load_config

@@ -146,6 +146,11 @@ class Location:
         pafs.copy_files(str(Path(local_dir).resolve()), self.path, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
 
+    def copy_to(self, dst: "Location") -> None:
+        """Copy this folder's contents into ``dst`` (on the same or another filesystem)."""
+        dst.mkdir()
+        pafs.copy_files(self.path, dst.path, source_filesystem=self.fs, destination_filesystem=dst.fs)
+
     def download(self, local_dir: Path) -> Path:
         """Copy this folder into ``local_dir``; returns ``local_dir``."""
         local_dir = Path(local_dir)

@@ -9,8 +9,6 @@ evaluated with the same eval config.
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -19,7 +17,7 @@ from wildreward.config import Section, save_config
 from wildreward.eval.config import EvalConfig
 from wildreward.extract.config import ExtractConfig
 from wildreward.train.config import TrainConfig
-from wildreward.storage import local_dir
+from wildreward.storage import Location
 
 VARIANTS = {"full": (True, True), "no_mining": (False, True), "no_refusal": (True, False),
             "neither": (False, False)}  # name -> (mining, refusal validation)
@@ -35,7 +33,7 @@ class AblationConfig(Section):
     eval: EvalConfig = EvalConfig()
 
 
-def variant_configs(cfg: AblationConfig, name: str, out: Path) -> tuple[ExtractConfig, TrainConfig, EvalConfig]:
+def variant_configs(cfg: AblationConfig, name: str, out: Location) -> tuple[ExtractConfig, TrainConfig, EvalConfig]:
     mining, refusal = VARIANTS[name]
     base = out / name
     extract = cfg.extract.model_copy(update={
@@ -69,7 +67,7 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
     unknown = set(cfg.variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    out = local_dir(cfg.output_dir, "output_dir")
+    out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "ablation")
     results: dict[str, Any] = {}
     first = None
@@ -77,19 +75,19 @@ def run_ablation(cfg: AblationConfig) -> dict[str, Any]:
         extract, train, evaluate = variant_configs(cfg, name, out)
         if first is not None:  # reuse the annotation of the first variant
             for stage in SHARED_STAGES:
-                src, dst = first / "stages" / stage, Path(extract.output_dir) / "stages" / stage
+                src, dst = first / "stages" / stage, Location.parse(extract.output_dir) / "stages" / stage
                 if src.exists() and not dst.exists():
-                    shutil.copytree(src, dst)
+                    src.copy_to(dst)
         stats = run_extract(extract)
-        first = first or Path(extract.output_dir)
+        first = first or Location.parse(extract.output_dir)
         run_train(train)
         report = run_eval(evaluate)
         results[name] = {"mining": VARIANTS[name][0], "refusal_validation": VARIANTS[name][1],
                          "train_rows": stats["split"]["train"]["rows"], "levels": stats["final"]["levels"],
                          "mined": stats["final"]["mined"], "refusal_relabelled": stats["final"]["refusal_relabelled"],
                          "scores": headline_row(report)}
-    (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (out / "ablation.md").write_text(ablation_table(results), encoding="utf-8")
+    (out / "ablation.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "ablation.md").write_text(ablation_table(results))
     return results
 
 

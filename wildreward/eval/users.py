@@ -11,7 +11,6 @@ then stands for one user, which the report says.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
@@ -21,7 +20,7 @@ from pydantic import Field, model_validator
 
 from wildreward import ray_compat as rc
 from wildreward.config import Section, load_config, save_config
-from wildreward.storage import local_dir, save_png
+from wildreward.storage import Location, read_table, save_png
 
 
 class UsersScalingConfig(Section):
@@ -68,7 +67,7 @@ def sample_by_users(users: Sequence[str], n_examples: int, n_users: int, seed: i
 
 
 def read_user_column(paths: list[str], user_key: str) -> pa.Table:
-    table = pa.concat_tables([pq.read_table(p) for p in paths], promote_options="default")
+    table = pa.concat_tables([read_table(p) for p in paths], promote_options="default")
     users = table[user_key]
     if users.null_count:
         hint = " (this log has no user ids: set user_key=conversation_id)" if user_key == "user_id" else ""
@@ -76,7 +75,7 @@ def read_user_column(paths: list[str], user_key: str) -> pa.Table:
     return table
 
 
-def plan_points(cfg: UsersScalingConfig, table: pa.Table, out: Path) -> tuple[list[dict], list[dict]]:
+def plan_points(cfg: UsersScalingConfig, table: pa.Table, out: Location) -> tuple[list[dict], list[dict]]:
     """Write each feasible point's training subset; returns (points, infeasible)."""
     users = table[cfg.user_key].to_pylist()
     points, infeasible = [], []
@@ -88,8 +87,8 @@ def plan_points(cfg: UsersScalingConfig, table: pa.Table, out: Path) -> tuple[li
                 infeasible.append({"users": n_users, "seed": seed, "reason": str(err)})
                 continue
             point_dir = out / "points" / f"users{n_users}_seed{seed}"
-            (point_dir / "train").mkdir(parents=True, exist_ok=True)
-            pq.write_table(table.take(rows), point_dir / "train" / "part-0.parquet")
+            with (point_dir / "train" / "part-0.parquet").open_write() as fh:
+                pq.write_table(table.take(rows), fh)
             points.append({"users": n_users, "seed": seed, "dir": str(point_dir)})
     return points, infeasible
 
@@ -107,17 +106,17 @@ def train_point(point: dict, cfg: dict) -> dict:
     held_out = summary.get("eval") or {}
     return {**point, "model_dir": summary["model_dir"], "final_loss": summary["final_loss"],
             **{k: held_out.get(k) for k in ("accuracy", "mae", "spearman")},
-            "consistency_auc": consistency_auc(Path(point["dir"]) / "train_out" / "predictions.parquet")}
+            "consistency_auc": consistency_auc(Location.parse(point["dir"]) / "train_out" / "predictions.parquet")}
 
 
-def consistency_auc(predictions: Path) -> float | None:
+def consistency_auc(predictions: Location) -> float | None:
     """ROC-AUC of the held-out rewards against satisfied / not satisfied (None with one class only)."""
     from wildreward.eval.metrics import roc_auc
     from wildreward.ordinal import SATISFIED_MIN_LEVEL
 
     if not predictions.exists():
         return None
-    table = pq.read_table(predictions, columns=["reward", "label"])
+    table = read_table(predictions, ["reward", "label"])
     satisfied = np.asarray(table["label"].to_pylist()) >= SATISFIED_MIN_LEVEL
     if satisfied.all() or not satisfied.any():
         return None
@@ -134,7 +133,7 @@ def summarize(results: list[dict], metric: str) -> list[dict]:
             for u, v in sorted(by_users.items())]
 
 
-def plot_curve(curves: dict[str, list[dict]], path: Path, title: str) -> None:
+def plot_curve(curves: dict[str, list[dict]], path: Location, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -156,7 +155,7 @@ def plot_curve(curves: dict[str, list[dict]], path: Path, title: str) -> None:
 
 
 def run_users_scaling(cfg: UsersScalingConfig) -> dict[str, Any]:
-    out = local_dir(cfg.output_dir, "output_dir")
+    out = Location.parse(cfg.output_dir)
     cfg = cfg.model_copy(update={"output_dir": str(out)})
     if not cfg.train_data or not cfg.test_data:
         raise ValueError("train_data and test_data are both needed (extract's train/ and test/ folders)")
@@ -172,7 +171,7 @@ def run_users_scaling(cfg: UsersScalingConfig) -> dict[str, Any]:
     report = {"n_examples": cfg.n_examples, "user_key": cfg.user_key, "distinct_users_available":
               len(set(table[cfg.user_key].to_pylist())), "points": results, "infeasible": infeasible,
               "curves": curves}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     who = "users" if cfg.user_key == "user_id" else "conversations (no user ids: one conversation = one user)"
     plot_curve(curves, out / "users_scaling.png", f"{cfg.n_examples} training examples from N distinct {who}")
     return report
