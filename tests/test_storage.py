@@ -17,7 +17,7 @@ import pytest
 
 from benchmarks.fake_cluster import free_port
 from tests.conftest import CHATLOGS, REPO, SHARED
-from wildreward.storage import Location, fetch_dir, local_dir, read_table
+from wildreward.storage import Location, fetch_dir, read_table
 
 BUCKET = "wildreward-test"
 
@@ -79,14 +79,11 @@ def test_local_location_reads_writes_lists_and_deletes(tmp_path):
     assert fetch_dir(root) == tmp_path / "out"
     (root / "a").rmtree()
     assert not (root / "a").exists() and (root / "a").glob("*") == []
-    assert local_dir(str(tmp_path / "out"), "output_dir") == tmp_path / "out"
 
 
-def test_uris_with_options_or_for_local_only_stages_are_refused():
+def test_uris_with_options_are_refused():
     with pytest.raises(ValueError, match="options in the URI are not accepted"):
         Location.parse("s3://bucket/x?access_key=SECRET")
-    with pytest.raises(ValueError, match="local or shared"):
-        local_dir("s3://bucket/eval", "output_dir")
 
 
 def test_s3_location_and_fetch_dir_cache(s3, tmp_path):
@@ -239,6 +236,39 @@ def test_pipeline_stages_are_wired_to_the_bucket_and_found_done_there(s3):
     assert str(marker) == f"s3://{BUCKET}/pipe/train/model/wildreward.json" and not marker.exists()
     marker.write_text("{}")
     assert done_marker("train", cfg).exists()
-    with pytest.raises(ValueError, match="dpo stage writes to a local"):
-        wire(load_config(PipelineConfig, None, [f"output_dir=s3://{BUCKET}/pipe",
-                                                "stages=[extract,train,serve,dpo]"]))
+    assert wire(load_config(PipelineConfig, None, [f"output_dir=s3://{BUCKET}/pipe"])).dpo.output_dir == \
+        f"s3://{BUCKET}/pipe/dpo"
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_online_dpo_writes_everything_to_s3(s3, s3_ray, tmp_path_factory, tiny_lm, tmp_path, monkeypatch):
+    from tests.conftest import build_tiny_rm
+    from wildreward import ray_compat as rc
+    from wildreward.config import load_config
+    from wildreward.dpo.config import DPOConfig
+    from wildreward.dpo.pipeline import run_dpo
+    from wildreward.serve.app import build_app
+    from wildreward.serve.config import ServeConfig
+
+    serve_cfg = ServeConfig(model_dir=build_tiny_rm(tmp_path_factory), name="dpo-rm-s3", port=free_port(),
+                            num_cpus=0.25, max_batch_size=16)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    rc.serve_run(build_app(serve_cfg), name=serve_cfg.name, host=serve_cfg.host, port=serve_cfg.port)
+    try:
+        report = run_dpo(load_config(DPOConfig, None, [
+            f"output_dir=s3://{BUCKET}/dpo", f"policy.path={tiny_lm}", "policy.max_prompt_tokens=128",
+            "policy.max_response_tokens=8", "policy.n_samples=2", "policy.gradient_checkpointing=false",
+            "rollout.backend=hf", "rollout.num_cpus_per_engine=0.25", f"rm.app_name={serve_cfg.name}",
+            "batch.prompts_per_step=2", "dist.num_workers=1", "dist.cpus_per_worker=0.5", "max_steps=1",
+            f"prompts.chatlogs=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]", "prompts.n=6", "eval.held_out_prompts=2",
+            "eval.instruction_checks=false"]))
+    finally:
+        rc.serve_shutdown()
+    assert report["policy_dir"] == f"s3://{BUCKET}/dpo/policy" and report["steps"] == 1
+    written = keys(s3, "dpo/")
+    assert {"config.yaml", "metrics.jsonl", "report.json", "curves.png", "policy/model.safetensors"} <= written
+    assert any(k.startswith("ray/") for k in written), sorted(written)
+    assert list(cwd.iterdir()) == [], "something was written locally instead of to the bucket"

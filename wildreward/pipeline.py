@@ -50,9 +50,6 @@ class PipelineConfig(Section):
 def wire(cfg: PipelineConfig) -> PipelineConfig:
     """Point every stage at its folder and at the previous stages' outputs."""
     out = Location.parse(cfg.output_dir)
-    if not out.is_local and "dpo" in cfg.stages:
-        raise ValueError(f"output_dir={out}: the dpo stage writes to a local or shared (NFS) folder only; run it "
-                         "with a local dpo.output_dir as its own job, or leave it out of stages")
     data = cfg.model_dump(mode="json")
     data["output_dir"] = str(out)
     data["extract"]["output_dir"] = str(out / "extract")

@@ -208,13 +208,3 @@ def save_png(fig, target: "str | Path | Location", dpi: int) -> None:
     """A matplotlib figure as a PNG file, locally or on an object store."""
     with Location.parse(target).open_write() as fh:
         fig.savefig(fh, dpi=dpi, format="png")
-
-
-def local_dir(target: str | Path, what: str) -> Path:
-    """``target`` as an absolute local folder, for stages that still need a local (or shared, e.g. NFS) disk;
-    a clear error for a URI instead of a folder literally named ``s3:``."""
-    text = str(target)
-    if "://" in text and not text.startswith("file://"):  # not parsed: opening a bucket would go to the network
-        raise ValueError(f"{what}={text}: this stage writes to a local or shared (NFS) folder only; object-store "
-                         f"URIs are supported for the extract and train outputs and for reading models")
-    return Location.parse(text).local()

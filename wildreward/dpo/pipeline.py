@@ -12,6 +12,7 @@ HTTP endpoint (``rm.endpoint``); the run checks it answers before starting.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from wildreward.dpo.prompts import load_prompts, prompts_from_chatlogs
 from wildreward.dpo.rollout import RolloutEngine
 from wildreward.dpo.scoring import score_samples
 from wildreward.models import resolve_model
-from wildreward.storage import local_dir, save_png
+from wildreward.storage import Location, save_png
 
 EVAL_SAMPLES = 2  # responses per held-out prompt in the before/after evaluation
 
@@ -88,7 +89,7 @@ def check_rm(cfg: DPOConfig, prompt: dict) -> None:
                            "(start it with `wildreward serve` first)")
 
 
-def export_policy(checkpoint_dir: Path, cfg: DPOConfig, target: Path) -> Path:
+def export_policy(checkpoint_dir: Path, cfg: DPOConfig, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from wildreward.train.engine import consolidated_state_dict
@@ -98,10 +99,9 @@ def export_policy(checkpoint_dir: Path, cfg: DPOConfig, target: Path) -> Path:
     model.load_state_dict(consolidated_state_dict(checkpoint_dir, cfg), strict=False)
     model.save_pretrained(target, safe_serialization=True)
     AutoTokenizer.from_pretrained(path).save_pretrained(target)
-    return target
 
 
-def plot_curves(records: list[dict], path: Path) -> None:
+def plot_curves(records: list[dict], path: Location) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,7 +137,7 @@ def plot_curves(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(out: Path, before: dict, after: dict, prompt_counts: dict, steps: int) -> dict[str, Any]:
+def write_report(out: Location, before: dict, after: dict, prompt_counts: dict, steps: int) -> dict[str, Any]:
     from wildreward.train.loop import read_metrics
 
     records = read_metrics(out)
@@ -149,7 +149,7 @@ def write_report(out: Path, before: dict, after: dict, prompt_counts: dict, step
     report = {"steps": steps, "prompts": prompt_counts, "before": before, "after": after, "time_s": timing,
               "scoring_share": timing["scoring_s"] / timing["step_s"] if timing["step_s"] else None,
               "final": train[-1] if train else None}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -158,7 +158,7 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
 
     from wildreward.dpo.loop import dpo_loop
 
-    out = local_dir(cfg.output_dir, "output_dir")
+    out = Location.parse(cfg.output_dir)
     cfg = cfg.model_copy(update={"output_dir": str(out)})
     save_config(cfg, out, "dpo")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.policy.path))
@@ -184,8 +184,12 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
         max_failures=cfg.checkpoint.max_failures, num_to_keep=cfg.checkpoint.num_to_keep)
     after = evaluate_policy(engines[0], held_out, cfg)  # the engines hold the final weights (pushed after the
     log(f"after: {after}")                             # last update)
-    with rc.result_checkpoint(result) as ckpt:
-        policy_dir = export_policy(ckpt, cfg, out / "policy")
+    policy_dir = out / "policy"
+    with rc.result_checkpoint(result) as ckpt, tempfile.TemporaryDirectory(prefix="wildreward_policy_") as tmp:
+        # Exported on this (driver) node; an object-store output_dir gets a copy of the finished folder.
+        export_policy(ckpt, cfg, policy_dir.local() if policy_dir.is_local else Path(tmp))
+        if not policy_dir.is_local:
+            policy_dir.upload(Path(tmp))
     report = write_report(out, before, after, counts, total_steps)
     report["policy_dir"] = str(policy_dir)
     log(f"policy: {policy_dir}; report: {out / 'report.json'}, curves: {out / 'curves.png'}")
