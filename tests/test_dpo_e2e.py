@@ -35,7 +35,7 @@ def test_online_dpo_end_to_end(served_rm, tiny_lm, tmp_path):
         "policy.max_response_tokens=12", "policy.n_samples=4", "policy.gradient_checkpointing=false",
         "rollout.backend=hf", "rollout.num_cpus_per_engine=0.25", "rm.app_name=dpo-rm",
         "optim.lr=1e-3", "batch.prompts_per_step=4", "batch.micro_batch_pairs=1", "dist.num_workers=2",
-        "dist.cpus_per_worker=0.5", "max_steps=2", "checkpoint.every_steps=1",
+        "dist.cpus_per_worker=0.5", "max_steps=2", "epochs=2", "checkpoint.every_steps=1",
         f"prompts.chatlogs=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]", "prompts.n=14", "eval.held_out_prompts=4"])
     report = run_dpo(cfg)
 
@@ -62,6 +62,13 @@ def test_online_dpo_end_to_end(served_rm, tiny_lm, tmp_path):
     initial = AutoModelForCausalLM.from_pretrained(tiny_lm).state_dict()
     trained = load_file(out / "policy" / "model.safetensors")
     assert any(not torch.equal(trained[k], initial[k]) for k in trained)
+
+    # Re-run with one more step: it resumes from the step-2 checkpoint, and steps 1-2 are neither redone nor
+    # duplicated (their records, timings included, are kept as they were).
+    resumed = run_dpo(cfg.model_copy(update={"max_steps": 3,
+                                             "eval": cfg.eval.model_copy(update={"instruction_checks": False})}))
+    again = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [1, 2, 3] and again[:2] == records and resumed["steps"] == 3
 
 
 def test_unreachable_rm_is_a_clear_error(served_rm, tiny_lm, tmp_path):

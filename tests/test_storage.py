@@ -262,7 +262,8 @@ def test_online_dpo_writes_everything_to_s3(s3, s3_ray, tmp_path_factory, tiny_l
             f"output_dir=s3://{BUCKET}/dpo", f"policy.path={tiny_lm}", "policy.max_prompt_tokens=128",
             "policy.max_response_tokens=8", "policy.n_samples=2", "policy.gradient_checkpointing=false",
             "rollout.backend=hf", "rollout.num_cpus_per_engine=0.25", f"rm.app_name={serve_cfg.name}",
-            "batch.prompts_per_step=2", "dist.num_workers=1", "dist.cpus_per_worker=0.5", "max_steps=1",
+            "batch.prompts_per_step=2", "dist.num_workers=1", "dist.strategy=ddp", "dist.cpus_per_worker=0.5",
+            "max_steps=1",
             f"prompts.chatlogs=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]", "prompts.n=6", "eval.held_out_prompts=2",
             "eval.instruction_checks=false"]))
     finally:
