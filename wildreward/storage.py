@@ -13,6 +13,7 @@ import json
 import os
 import posixpath
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -146,6 +147,18 @@ class Location:
         pafs.copy_files(str(Path(local_dir).resolve()), self.path, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
 
+    @contextmanager
+    def local_folder(self) -> Iterator[Path]:
+        """A local folder to write this folder's contents into: this folder itself when it is local, else a temporary
+        one that is uploaded here when the block ends without error (for writers that need a disk, such as
+        ``save_pretrained``)."""
+        if self.is_local:
+            yield self.local()
+            return
+        with tempfile.TemporaryDirectory(prefix="wildreward_upload_") as tmp:
+            yield Path(tmp)
+            self.upload(Path(tmp))
+
     def copy_to(self, dst: "Location") -> None:
         """Copy this folder's contents into ``dst`` (on the same or another filesystem)."""
         dst.mkdir()
@@ -168,9 +181,11 @@ def read_table(folders: "list[str | Path | Location] | str | Path | Location",
     import pyarrow as pa
     import pyarrow.dataset as pads
 
-    folders = [Location.parse(f) for f in (folders if isinstance(folders, list) else [folders])]
-    files = [f for folder in folders for f in (folder.glob("*.parquet") if folder.is_dir() else
-                                               [folder] if folder.exists() else [])]
+    files = []
+    for folder in (Location.parse(f) for f in (folders if isinstance(folders, list) else [folders])):
+        kind = folder._info().type
+        files += folder.glob("*.parquet") if kind == pafs.FileType.Directory else \
+            [folder] if kind == pafs.FileType.File else []
     if not files:
         return pa.table({c: pa.array([], pa.string()) for c in columns or []})
     return pads.dataset([f.path for f in files], format="parquet", filesystem=files[0].fs).to_table(columns=columns)

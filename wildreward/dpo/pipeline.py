@@ -12,7 +12,6 @@ HTTP endpoint (``rm.endpoint``); the run checks it answers before starting.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -185,11 +184,8 @@ def run_dpo(cfg: DPOConfig) -> dict[str, Any]:
     after = evaluate_policy(engines[0], held_out, cfg)  # the engines hold the final weights (pushed after the
     log(f"after: {after}")                             # last update)
     policy_dir = out / "policy"
-    with rc.result_checkpoint(result) as ckpt, tempfile.TemporaryDirectory(prefix="wildreward_policy_") as tmp:
-        # Exported on this (driver) node; an object-store output_dir gets a copy of the finished folder.
-        export_policy(ckpt, cfg, policy_dir.local() if policy_dir.is_local else Path(tmp))
-        if not policy_dir.is_local:
-            policy_dir.upload(Path(tmp))
+    with rc.result_checkpoint(result) as ckpt, policy_dir.local_folder() as target:  # exported on the driver
+        export_policy(ckpt, cfg, target)
     report = write_report(out, before, after, counts, total_steps)
     report["policy_dir"] = str(policy_dir)
     log(f"policy: {policy_dir}; report: {out / 'report.json'}, curves: {out / 'curves.png'}")

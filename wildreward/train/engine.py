@@ -59,7 +59,7 @@ def jit_arch_list(value: str) -> str:
     """``TORCH_CUDA_ARCH_LIST`` as DeepSpeed's JIT op builder parses it (0.19: ``X.Y`` or ``X.Y+PTX`` only).
     CUDA images often name arch-specific targets such as ``9.0a`` (Hopper's wgmma), on which that builder fails
     with ``invalid literal for int()``; its ops only need the base architecture."""
-    entries = [e for e in value.replace(";", " ").split() if e]
+    entries = value.replace(";", " ").split()
     return ";".join(dict.fromkeys(re.sub(r"^(\d+\.\d+)[a-z]+", r"\1", e) for e in entries))
 
 

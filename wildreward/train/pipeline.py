@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +132,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         cpus_per_worker=cfg.dist.cpus_per_worker, name=cfg.checkpoint.name, storage_path=storage,
         max_failures=cfg.checkpoint.max_failures, num_to_keep=cfg.checkpoint.num_to_keep)
     model_dir = out / "model"
-    with rc.result_checkpoint(result) as ckpt, tempfile.TemporaryDirectory(prefix="wildreward_model_") as tmp:
-        # Exported on this (driver) node; an object-store output_dir gets a copy of the finished folder.
-        export_checkpoint(ckpt, cfg, model_dir.local() if model_dir.is_local else Path(tmp))
-        if not model_dir.is_local:
-            model_dir.upload(Path(tmp))
+    with rc.result_checkpoint(result) as ckpt, model_dir.local_folder() as target:  # exported on the driver
+        export_checkpoint(ckpt, cfg, target)
     summary = write_report(out)
     summary["model_dir"] = str(model_dir)
     log(f"model: {model_dir}")
