@@ -20,7 +20,7 @@ def test_ablation_variants_share_annotation(ray_local, chatlogs, tiny_lm, tiny_b
         f"extract.annotator.model={tiny_lm}", "extract.annotator.batch_size=4", "extract.split.test_size=3",
         f"train.model.backbone={tiny_bert}", "train.model.max_length=256", "train.dist.num_workers=1",
         "train.batch.global_batch_size=2", "train.batch.micro_batch_size=1", "train.max_steps=2",
-        f"eval.data_dir={SHARED / 'data'}", "eval.max_pairs=4", "eval.num_actors=1"])
+        f"eval.data_dir={SHARED / 'data'}", "eval.benchmarks=[xstest]", "eval.max_pairs=4", "eval.num_actors=1"])
     results = run_ablation(cfg)
     assert list(results) == ["full", "neither"]
     assert results["neither"]["mined"] == 0 and results["neither"]["refusal_relabelled"] == 0

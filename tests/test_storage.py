@@ -148,7 +148,8 @@ def test_extract_then_train_write_everything_to_s3(s3, s3_ray, tmp_path, tiny_be
     try:
         cfg = load_config(ExtractConfig, None, [
             f"output_dir=s3://{BUCKET}/run/extract", f"read.paths=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]",
-            "annotator.backend=http", f"annotator.http.base_url={stub.url}", "refusal.enabled=false",
+            "read.max_conversations=100", "annotator.backend=http", f"annotator.http.base_url={stub.url}",
+            "refusal.enabled=false",
             "mining.enabled=false", "split.test_size=40"])
         stats = run_extract(cfg)
         again = run_extract(cfg)  # every stage is found done on s3 and reused

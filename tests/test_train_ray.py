@@ -13,13 +13,15 @@ from wildreward.train.config import TrainConfig
 from wildreward.train.pipeline import run_train
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
+EPOCHS, STEPS = 3, 48  # 256 toy rows, global batch 16
 
 
 def config(data, out, backbone, *overrides) -> TrainConfig:
     return load_config(TrainConfig, None, [
         f"model.backbone={backbone}", f"data.train=[{data}/train]", f"data.test=[{data}/test]",
         f"output_dir={out}", "batch.global_batch_size=16", "batch.micro_batch_size=4", "batch.length_group_size=4",
-        "optim.lr=3e-3", "optim.schedule=constant", "epochs=6", "checkpoint.every_steps=8", "model.max_length=256",
+        "optim.lr=3e-3", "optim.schedule=constant", f"epochs={EPOCHS}", "checkpoint.every_steps=8",
+        "model.max_length=256",
         *overrides])
 
 
@@ -50,7 +52,7 @@ def reference(ray_local, toy, tiny_bert, tmp_path_factory):
 def test_two_worker_deepspeed_learns_and_exports(reference, toy):
     out, summary = reference
     train = records(out)
-    assert [r["step"] for r in train] == list(range(1, 97))
+    assert [r["step"] for r in train] == list(range(1, STEPS + 1))
     losses = [r["loss"] for r in train]
     assert np.mean(losses[-8:]) < np.mean(losses[:8]) - 0.1
     final = summary["eval"]
@@ -79,7 +81,7 @@ def test_interrupted_run_resumes_and_failed_worker_recovers_with_identical_losse
     #    step's checkpoint, and Ray Train restarts the worker group from the step-32 checkpoint.
     summary = run_train(config(toy, out, tiny_bert, "fail_once_at_step=40", "checkpoint.max_failures=1"))
     got, want = records(out), records(ref_out)
-    assert [r["step"] for r in got] == list(range(1, 97))  # no duplicate steps after two restarts
+    assert [r["step"] for r in got] == list(range(1, STEPS + 1))  # no duplicate steps after two restarts
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], abs=1e-6)
     assert summary["eval"]["mae"] == pytest.approx(json.loads((ref_out / "eval.json").read_text())["eval"]["mae"],
                                                    abs=1e-6)
@@ -87,11 +89,10 @@ def test_interrupted_run_resumes_and_failed_worker_recovers_with_identical_losse
 
 @pytest.mark.parametrize("overrides", [
     ["dist.zero_stage=1"],
-    ["dist.zero_stage=3"],
     ["dist.strategy=ddp"],
     ["dist.zero_stage=3", "model.head=coral"],
-    ["dist.precision=bf16", "model.head=coral"],
-], ids=["zero1", "zero3", "ddp", "zero3-coral", "zero2-bf16-coral"])
+    ["dist.precision=bf16", "model.head=coral"],  # ZeRO-2 is the default stage (and the reference run's)
+], ids=["zero1", "ddp", "zero3-coral", "zero2-bf16-coral"])
 def test_strategies_smoke(ray_local, toy, tiny_bert, tmp_path, overrides):
     out = tmp_path / "run"
     summary = run_train(config(toy, out, tiny_bert, "max_steps=4", "checkpoint.every_steps=2", *overrides))
