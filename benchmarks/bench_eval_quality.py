@@ -1,11 +1,16 @@
 """bench_eval_quality: the issue-5 report for reward models trained on real extracted data, MiniLM and SmolLM2
-backbones, next to the random and longer-reply-wins baselines, plus the users-vs-performance curve.
+backbones, next to the random and longer-reply-wins baselines, plus the users-vs-performance curve and (with
+`--ablation`) the data-strategy ablation table.
 
 Input: `wildreward extract` output dirs (their train/ and test/ are concatenated), e.g. the real runs on the
 WildChat sample, Arena + LMSYS and ShareGPT:
 
     .venv/bin/python benchmarks/bench_eval_quality.py --data /tmp/realruns/wildchat /tmp/realruns/sharegpt \
-        /tmp/realruns/arena_lmsys [--max-pairs 150] [--smollm2-rows 160]
+        /tmp/realruns/arena_lmsys [--max-pairs 150] [--smollm2-rows 160] \
+        [--ablation 'extract.read.paths=[../shared/data/chatlogs/chatbot_arena_sample.jsonl]' ...]
+
+`--ablation` takes dotted overrides of jobs/configs/ablation_default.yaml (its extraction re-reads raw logs and
+annotates once for all variants); the MiniLM training settings below and this run's eval settings apply to it.
 
 Writes benchmarks/results/bench_eval_quality.{json,md} and the report's PNGs under
 benchmarks/results/bench_eval_quality/. Models trained on labels from a 135M-parameter annotator are expected near
@@ -26,13 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, write_results  # noqa: E402
 from benchmarks.bench_train_quality import label_counts  # noqa: E402
 from wildreward.config import load_config  # noqa: E402
+from wildreward.eval.ablation import AblationConfig, ablation_table, run_ablation  # noqa: E402
 from wildreward.eval.config import EvalConfig  # noqa: E402
 from wildreward.eval.pipeline import run_eval  # noqa: E402
 from wildreward.eval.users import UsersScalingConfig, run_users_scaling  # noqa: E402
 from wildreward.train.config import TrainConfig  # noqa: E402
 from wildreward.train.pipeline import run_train  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 TRAIN_OVERRIDES = ["model.max_length=512", "optim.lr=5e-5", "batch.global_batch_size=16", "batch.micro_batch_size=4",
                    "batch.length_group_size=16", "checkpoint.every_steps=1000", "dist.num_workers=2"]
 
@@ -57,6 +64,8 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=150, help="per benchmark (RM-Bench: prompts)")
     parser.add_argument("--smollm2-rows", type=int, default=160, help="train rows for SmolLM2 (CPU time)")
     parser.add_argument("--users-examples", type=int, default=32)
+    parser.add_argument("--ablation", nargs="*", metavar="KEY=VALUE",
+                        help="also run the data-strategy ablation, with these overrides of ablation_default.yaml")
     parser.add_argument("--work", help="working dir; re-running with the same one reuses finished models, the eval "
                                        "report and finished users-scaling points (they resume from checkpoints)")
     args = parser.parse_args()
@@ -86,6 +95,13 @@ def main() -> None:
         seeds=[0, 1, 2], user_key="conversation_id", train_overrides=[*TRAIN_OVERRIDES, "dist.num_workers=1",
                                                                        "model.backbone=minilm"])
     results["users_scaling"] = run_users_scaling(users_cfg)
+    if args.ablation is not None:
+        ablation_cfg = load_config(AblationConfig, REPO / "jobs" / "configs" / "ablation_default.yaml", [
+            f"output_dir={tmp / 'ablation'}", "train.model.backbone=minilm", *[f"train.{o}" for o in TRAIN_OVERRIDES],
+            f"eval.data_dir={SHARED_DATA}", f"eval.max_pairs={args.max_pairs}", "eval.num_actors=2", *args.ablation])
+        start = time.perf_counter()
+        results["ablation"] = {"overrides": args.ablation, "variants": run_ablation(ablation_cfg),
+                               "wall_s": round(time.perf_counter() - start)}
     figures = RESULTS / "bench_eval_quality"
     figures.mkdir(parents=True, exist_ok=True)
     for png in ("threshold_accuracy.png", "reliability.png"):
@@ -105,6 +121,10 @@ def main() -> None:
           + ", ".join(f"{k} {v.get('wall_s', 'n/a (earlier run)')} s" for k, v in results["training"].items())
           + f"; eval {results['eval_wall_s']} s. Figures in benchmarks/results/bench_eval_quality/.", "",
           report_md.split("\n", 1)[1], "", *users_md]
+    if "ablation" in results:
+        md += ["", "## Data-strategy ablation (MiniLM, like the paper's Table 2; accuracies in %)", "",
+               f"Extraction overrides: `{' '.join(args.ablation)}`; {results['ablation']['wall_s']} s.", "",
+               ablation_table(results["ablation"]["variants"])]
     print(write_results("bench_eval_quality", results, "\n".join(md)))
 
 

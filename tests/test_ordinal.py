@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from wildreward.ordinal import (expected_rating, level_probs, lr_factor, ordered_cutpoints, ordinal_loss,
-                                ordinal_metrics, ordinal_targets, predicted_level)
+from wildreward.ordinal import (balanced_pos_weights, expected_rating, level_probs, lr_factor, ordered_cutpoints,
+                                ordinal_loss, ordinal_metrics, ordinal_targets, predicted_level)
 
 LN3 = math.log(3.0)  # sigmoid(ln 3) = 0.75, sigmoid(-ln 3) = 0.25
 
@@ -28,6 +28,31 @@ def test_ordinal_loss_is_mean_bce():
     terms = [-math.log(0.5), -math.log(0.25), -math.log(0.75),
              -math.log(0.75), -math.log(0.75), -math.log(0.5)]
     assert ordinal_loss(logits, labels).item() == pytest.approx(sum(terms) / 6, rel=1e-6)
+
+
+def test_weighted_ordinal_loss_scales_only_positive_terms():
+    logits = torch.tensor([[0.0, LN3, -LN3], [LN3, LN3, 0.0]])
+    labels = torch.tensor([2, 4])  # the same case: positives are row 0 col 0 and all of row 1
+    w = torch.tensor([2.0, 3.0, 5.0])
+    terms = [2 * -math.log(0.5), -math.log(0.25), -math.log(0.75),
+             2 * -math.log(0.75), 3 * -math.log(0.75), 5 * -math.log(0.5)]
+    assert ordinal_loss(logits, labels, w).item() == pytest.approx(sum(terms) / 6, rel=1e-6)
+    assert ordinal_loss(logits, labels, torch.ones(3)).item() == pytest.approx(ordinal_loss(logits, labels).item())
+
+
+def test_balanced_pos_weights_even_out_each_threshold():
+    # The real-data skew of our CPU runs: {1: 664, 2: 3, 3: 3, 4: 15}.
+    counts = {1: 664, 2: 3, 3: 3, 4: 15}
+    w = balanced_pos_weights(counts, 4, cap=1000)
+    assert w == pytest.approx([664 / 21, 667 / 18, 670 / 15])
+    assert balanced_pos_weights(counts, 4, cap=40) == pytest.approx([664 / 21, 667 / 18, 40])
+    # With the weights, a threshold's positives weigh what its negatives do.
+    for k, wk in enumerate(w, start=1):
+        above = sum(n for y, n in counts.items() if y > k)
+        assert wk * above == pytest.approx(sum(counts.values()) - above)
+    # Nothing to balance: no row above level 3, or none at or below level 1.
+    assert balanced_pos_weights({1: 5, 2: 5}, 4, cap=50) == [1.0, 1.0, 1.0]
+    assert balanced_pos_weights({3: 2, 4: 6}, 4, cap=50) == pytest.approx([1.0, 1.0, 2 / 6])  # < 1 too
 
 
 def test_ordinal_loss_accepts_half_precision_logits():

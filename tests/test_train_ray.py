@@ -89,13 +89,17 @@ def test_interrupted_run_resumes_and_failed_worker_recovers_with_identical_losse
 
 @pytest.mark.parametrize("overrides", [
     ["dist.zero_stage=1"],
-    ["dist.strategy=ddp"],
+    ["dist.strategy=ddp", "optim.threshold_weights=balanced"],
     ["dist.zero_stage=3", "model.head=coral"],
     ["dist.precision=bf16", "model.head=coral"],  # ZeRO-2 is the default stage (and the reference run's)
 ], ids=["zero1", "ddp", "zero3-coral", "zero2-bf16-coral"])
-def test_strategies_smoke(ray_local, toy, tiny_bert, tmp_path, overrides):
+def test_strategies_smoke(ray_local, toy, tiny_bert, tmp_path, overrides, capsys):
     out = tmp_path / "run"
     summary = run_train(config(toy, out, tiny_bert, "max_steps=4", "checkpoint.every_steps=2", *overrides))
+    printed = capsys.readouterr().out
+    assert "train labels {1: 67, 2: 69, 3: 58, 4: 62}" in printed  # the toy set's levels
+    # balanced: n(y <= k) / n(y > k) per threshold
+    assert ("threshold weights [0.35, 1.13, 3.13]" in printed) == ("optim.threshold_weights=balanced" in overrides)
     train = records(out)
     assert [r["step"] for r in train] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in train)
     assert summary["eval"]["n"] == 64

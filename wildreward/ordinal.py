@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # Levels 1-2 are the user's dissatisfaction (annotator ratings 1-2), 3-4 satisfaction (ratings 4-5); neutral
 # turns are dropped or relabelled by mining before training.
 SATISFIED_MIN_LEVEL = 3
-import torch.nn.functional as F
 
 
 def ordinal_targets(labels: torch.Tensor, num_levels: int) -> torch.Tensor:
@@ -26,10 +26,24 @@ def ordinal_targets(labels: torch.Tensor, num_levels: int) -> torch.Tensor:
     return (labels.unsqueeze(-1) > thresholds).to(torch.float32)
 
 
-def ordinal_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy over thresholds and batch (as the paper's code; the paper writes the sum)."""
+def ordinal_loss(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean binary cross-entropy over thresholds and batch (as the paper's code; the paper writes the sum).
+    ``pos_weight`` [K-1] multiplies the positive term of each threshold (see ``balanced_pos_weights``)."""
     targets = ordinal_targets(labels, logits.shape[-1] + 1)
-    return F.binary_cross_entropy_with_logits(logits.float(), targets)
+    return F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
+
+
+def balanced_pos_weights(label_counts: dict[int, int], num_levels: int, cap: float) -> list[float]:
+    """Per threshold k, n(y <= k) / n(y > k) capped at ``cap``: positives and negatives then weigh the same in
+    that threshold's loss. In-the-wild feedback is skewed (paper Fig. 1: 17% negative vs 7% positive before the
+    neutral turns are dropped), and with a weak annotator one level can hold nearly every row, which an unweighted
+    loss answers with a constant reward. A threshold with no positives or no negatives keeps weight 1."""
+    weights = []
+    for k in range(1, num_levels):
+        above = sum(n for level, n in label_counts.items() if level > k)
+        below = sum(n for level, n in label_counts.items() if level <= k)
+        weights.append(min(cap, below / above) if above and below else 1.0)
+    return weights
 
 
 def expected_rating(logits: torch.Tensor) -> torch.Tensor:

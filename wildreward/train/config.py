@@ -40,6 +40,10 @@ class OptimConfig(Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Paper code: 0.05.")
     schedule: Literal["linear", "cosine", "constant"] = "linear"
     max_grad_norm: float = Field(1.0, gt=0)
+    threshold_weights: Literal["none", "balanced"] = Field("none", description=(
+        "balanced: weight each threshold's positive targets by n(y<=k)/n(y>k) on the training rows (capped at "
+        "max_pos_weight), for skewed labels; none: plain BCE as the paper's code."))
+    max_pos_weight: float = Field(50.0, ge=1)
 
 
 class BatchConfig(Section):

@@ -49,10 +49,12 @@ def build_rm_engine(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, 
                         grad_accum=cfg.grad_accum, total_steps=total_steps, device=device)
 
 
-def ordinal_batch_loss(batch: dict[str, Any], device) -> Callable[[torch.nn.Module], torch.Tensor]:
+def ordinal_batch_loss(batch: dict[str, Any], device, pos_weight: torch.Tensor | None
+                       ) -> Callable[[torch.nn.Module], torch.Tensor]:
     return lambda model: ordinal_loss(model(input_ids=batch["input_ids"].to(device),
                                             attention_mask=batch["attention_mask"].to(device)),
-                                      batch["labels"].to(device))
+                                      batch["labels"].to(device),
+                                      None if pos_weight is None else pos_weight.to(device))
 
 
 def jit_arch_list(value: str) -> str:
@@ -114,8 +116,8 @@ class DeepSpeedEngine:
         self.engine.step()
         return float(loss.detach()), boundary
 
-    def train_micro_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
-        return self.backward_micro(ordinal_batch_loss(batch, self.device))
+    def train_micro_batch(self, batch: dict[str, Any], pos_weight: torch.Tensor | None = None) -> tuple[float, bool]:
+        return self.backward_micro(ordinal_batch_loss(batch, self.device, pos_weight))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model's weights on CPU, on every rank (ZeRO 0-2 keep full parameters on each rank). Copies:
@@ -177,8 +179,8 @@ class DDPEngine:
             self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), boundary
 
-    def train_micro_batch(self, batch: dict[str, Any]) -> tuple[float, bool]:
-        return self.backward_micro(ordinal_batch_loss(batch, self.device))
+    def train_micro_batch(self, batch: dict[str, Any], pos_weight: torch.Tensor | None = None) -> tuple[float, bool]:
+        return self.backward_micro(ordinal_batch_loss(batch, self.device, pos_weight))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}  # not the live ones

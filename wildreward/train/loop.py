@@ -178,6 +178,7 @@ def train_loop(config: dict[str, Any]) -> None:
     window_rows = cfg.batch.length_group_size * mb
     steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
     engine = build_rm_engine(model, cfg, total_steps, rc.train_device())
+    pos_weight = torch.tensor(config["pos_weight"]) if config.get("pos_weight") else None
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
     with rc.restored_checkpoint() as ckpt:
@@ -228,7 +229,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 batch = collate([examples[i] for i in idx], tok.pad_token_id, cfg.batch.pad_to_multiple_of)
                 if not acc[1]:
                     lr = engine.lr()  # the rate this optimizer step uses (the scheduler advances after it)
-                loss, boundary = engine.train_micro_batch(batch)
+                loss, boundary = engine.train_micro_batch(batch, pos_weight)
                 micro += 1
                 n = len(idx)
                 acc += [loss * n, n, batch["real_tokens"], batch["padded_tokens"], batch["truncated"],

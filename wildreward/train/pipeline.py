@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from wildreward import ray_compat as rc
 from wildreward.config import save_config
@@ -43,6 +44,18 @@ def bad_rows_udf(table: pa.Table, num_levels: int) -> pa.Table:
     from wildreward.train.data import find_bad_rows
 
     return find_bad_rows(table, num_levels)
+
+
+def label_counts_udf(table: pa.Table) -> pa.Table:
+    counts = pc.value_counts(table["label"])
+    return pa.table({"label": counts.field("values"), "n": counts.field("counts")})
+
+
+def count_labels(ds) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for row in rc.map_tables(ds, label_counts_udf).take_all():
+        counts[int(row["label"])] = counts.get(int(row["label"]), 0) + int(row["n"])
+    return dict(sorted(counts.items()))
 
 
 def load_split(paths: list[str], cfg: TrainConfig, limit: int | None, name: str, shuffle: bool):
@@ -102,6 +115,7 @@ def check_max_length(cfg: TrainConfig) -> None:
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
+    from wildreward.ordinal import balanced_pos_weights
     from wildreward.train.loop import train_loop
 
     out = Location.parse(cfg.output_dir)
@@ -119,6 +133,11 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         datasets["validation"], test_rows = load_split(cfg.data.test, cfg, cfg.data.max_test_rows, "test",
                                                        shuffle=False)
     steps_per_epoch, total_steps = plan_steps(cfg, train_rows)
+    labels = count_labels(train_ds)
+    pos_weight = None
+    if cfg.optim.threshold_weights == "balanced":
+        pos_weight = balanced_pos_weights(labels, cfg.model.num_levels, cfg.optim.max_pos_weight)
+    log(f"train labels {labels}" + (f"; threshold weights {[round(w, 2) for w in pos_weight]}" if pos_weight else ""))
     log(f"train rows {train_rows}, test rows {test_rows}; backbone {cfg.model.backbone}, head {cfg.model.head}, "
         f"{cfg.dist.strategy}" + (f" ZeRO-{cfg.dist.zero_stage}" if cfg.dist.strategy == "deepspeed" else "")
         + f", {cfg.dist.num_workers} workers, {cfg.dist.precision}")
@@ -126,7 +145,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     rc.quiet_data_progress()  # shards are iterated inside the workers; their bars would flood the job log
     result = rc.fit_torch(
         train_loop, {"cfg": cfg.model_dump(mode="json"), "train_rows": train_rows, "test_rows": test_rows,
-                     "storage_path": storage,
+                     "storage_path": storage, "pos_weight": pos_weight,
                      "steps_per_epoch": steps_per_epoch, "total_steps": total_steps},
         datasets=datasets, split=["train"], num_workers=cfg.dist.num_workers, use_gpu=cfg.dist.use_gpu,
         cpus_per_worker=cfg.dist.cpus_per_worker, name=cfg.checkpoint.name, storage_path=storage,
