@@ -251,19 +251,35 @@ def pyplot():
     return plt
 
 
-def plot_threshold_accuracy(curves: dict[str, list[dict]], n_pairs: int, path: Location) -> None:
+def plot_threshold_accuracy(curves: dict[str, list[dict]], confident: dict[str, list[dict]], n_pairs: int,
+                            path: Location) -> None:
+    """Left: the paper's accuracy and coverage by absolute margin (models only). Right: accuracy on the most
+    confident share of pairs, which reads the same for any reward scale: a model whose margins all fall under
+    the first threshold is flat on the left but still shows its ranking here, next to the baselines."""
+    def percents(rows, key):  # NaN (None once read back from JSON) where no pair was kept
+        return [float("nan") if r[key] is None else 100 * r[key] for r in rows]
+
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, (name, rows) in enumerate(curves.items()):
+    fig, (ax, share) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    colors = {name: f"C{k}" for k, name in enumerate(dict.fromkeys([*curves, *confident]))}
+    for name, rows in curves.items():
         x = [r["threshold"] for r in rows]
-        color = f"C{k}"
-        ax.plot(x, [100 * r["accuracy"] for r in rows], "o-", color=color, label=f"{name}: accuracy")
-        ax.plot(x, [100 * r["coverage"] for r in rows], "s--", color=color, alpha=0.7, label=f"{name}: coverage")
+        ax.plot(x, percents(rows, "accuracy"), "o-", color=colors[name], label=f"{name}: accuracy")
+        ax.plot(x, percents(rows, "coverage"), "s--", color=colors[name], alpha=0.7,
+                label=f"{name}: coverage")
     ax.set(xlabel="margin threshold t: pairs with |R(chosen) − R(rejected)| ≥ t (reward units)", ylabel="%",
-           ylim=(0, 102), title=f"Accuracy and coverage by margin, RM-Bench normal pairs (n = {n_pairs})")
-    ax.axhline(50, color="grey", lw=0.8, ls=":")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+           ylim=(0, 102), title=f"Accuracy and coverage by margin (n = {n_pairs})")
+    for name, rows in confident.items():
+        share.plot(percents(rows, "coverage"), percents(rows, "accuracy"), "o-",
+                   color=colors[name], label=name)
+    share.set(xlabel="most confident pairs kept (% of pairs, by |margin|)", ylabel="accuracy %", ylim=(0, 102),
+              title="Accuracy on the most confident pairs")
+    share.invert_xaxis()
+    for a in (ax, share):
+        a.axhline(50, color="grey", lw=0.8, ls=":")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8, loc="best")
+    fig.suptitle("RM-Bench normal pairs", fontsize=10)
     fig.tight_layout()
     save_png(fig, path, dpi=120)
     plt.close(fig)
@@ -298,5 +314,6 @@ def write_report(report: dict, out: Location) -> None:
     models = {s: c for s, c in cal.items() if s in MODEL_SCORERS and "ece" in c}
     if models:
         plot_threshold_accuracy({s: c["thresholds"] for s, c in models.items()},
+                                {s: c["confident"] for s, c in cal.items() if "confident" in c},
                                 max(c["n"] for c in models.values()), out / "threshold_accuracy.png")
         plot_reliability(models, out / "reliability.png")
