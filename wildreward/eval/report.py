@@ -256,8 +256,8 @@ def plot_threshold_accuracy(curves: dict[str, list[dict]], confident: dict[str, 
     """Left: the paper's accuracy and coverage by absolute margin (models only). Right: accuracy on the most
     confident share of pairs, which reads the same for any reward scale: a model whose margins all fall under
     the first threshold is flat on the left but still shows its ranking here, next to the baselines."""
-    def percents(rows, key):  # NaN (None once read back from JSON) where no pair was kept
-        return [float("nan") if r[key] is None else 100 * r[key] for r in rows]
+    def percents(rows, key):  # accuracy is NaN where no pair was kept: matplotlib leaves a gap
+        return [100 * r[key] for r in rows]
 
     plt = pyplot()
     fig, (ax, share) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})

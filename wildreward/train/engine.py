@@ -51,10 +51,10 @@ def build_rm_engine(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, 
 
 def ordinal_batch_loss(batch: dict[str, Any], device, pos_weight: torch.Tensor | None
                        ) -> Callable[[torch.nn.Module], torch.Tensor]:
+    """``pos_weight`` (per-threshold weights) is expected on ``device`` already: it is the same every step."""
     return lambda model: ordinal_loss(model(input_ids=batch["input_ids"].to(device),
                                             attention_mask=batch["attention_mask"].to(device)),
-                                      batch["labels"].to(device),
-                                      None if pos_weight is None else pos_weight.to(device))
+                                      batch["labels"].to(device), pos_weight)
 
 
 def jit_arch_list(value: str) -> str:

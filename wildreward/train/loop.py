@@ -177,8 +177,9 @@ def train_loop(config: dict[str, Any]) -> None:
     mb, accum = cfg.batch.micro_batch_size, cfg.grad_accum
     window_rows = cfg.batch.length_group_size * mb
     steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
-    engine = build_rm_engine(model, cfg, total_steps, rc.train_device())
-    pos_weight = torch.tensor(config["pos_weight"]) if config.get("pos_weight") else None
+    device = rc.train_device()
+    engine = build_rm_engine(model, cfg, total_steps, device)
+    pos_weight = None if config["pos_weight"] is None else torch.tensor(config["pos_weight"], device=device)
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
     with rc.restored_checkpoint() as ckpt:
