@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, write_results  # noqa: E402
+from benchmarks.common import RESULTS, remove_work_dir, write_results  # noqa: E402
 from wildreward import ray_compat as rc  # noqa: E402
 from wildreward.config import load_config  # noqa: E402
 from wildreward.dpo.config import DPOConfig, RMConfig  # noqa: E402
@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--rm", help="exported reward model dir (default: an untrained MiniLM RM)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of dpo_default.yaml")
+    parser.add_argument("--keep-outputs", action="store_true", help="keep the work dir (several GB) for inspection")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_dpo_"))
     rm_dir = args.rm or untrained_rm(tmp / "rm")
@@ -130,6 +131,7 @@ def main() -> None:
           f"{a.get('instruction_checks', {}).get('overall')} |", "",
           "Final step: " + ", ".join(f"{k} {v:.4g}" for k, v in (report["final"] or {}).items()
                                      if isinstance(v, float))]
+    remove_work_dir(tmp, args.keep_outputs)
     print(write_results("bench_dpo", results, "\n".join(md)))
 
 

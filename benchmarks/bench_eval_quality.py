@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, write_results  # noqa: E402
+from benchmarks.common import RESULTS, remove_work_dir, write_results  # noqa: E402
 from benchmarks.bench_train_quality import label_counts  # noqa: E402
 from wildreward.config import load_config  # noqa: E402
 from wildreward.eval.ablation import AblationConfig, ablation_table, run_ablation  # noqa: E402
@@ -125,6 +125,7 @@ def main() -> None:
         md += ["", "## Data-strategy ablation (MiniLM, like the paper's Table 2; accuracies in %)", "",
                f"Extraction overrides: `{' '.join(args.ablation)}`; {results['ablation']['wall_s']} s.", "",
                ablation_table(results["ablation"]["variants"])]
+    remove_work_dir(tmp, keep=bool(args.work))  # a named --work dir is kept for resuming
     print(write_results("bench_eval_quality", results, "\n".join(md)))
 
 

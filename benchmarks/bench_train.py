@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import kept_turns, write_results  # noqa: E402
+from benchmarks.common import kept_turns, remove_work_dir, write_results  # noqa: E402
 from wildreward.config import load_config  # noqa: E402
 from wildreward.models import resolve_model  # noqa: E402
 from wildreward.rm import load_tokenizer  # noqa: E402
@@ -141,6 +141,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=192, help="training rows for the throughput runs")
     parser.add_argument("--padding-rows", type=int, default=2000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep-outputs", action="store_true", help="keep the work dir (several GB) for inspection")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.padding_rows = 64, 200
@@ -191,6 +192,7 @@ def main() -> None:
            "", "Peak RSS per worker by ZeRO stage (2 workers; the baseline column is the whole process): "
            + ", ".join(f"ZeRO-{s}: {results[f'ours_2w_zero{s}']['max_worker_peak_rss_mb']:.0f} MB"
                        for s in (0, 1, 2, 3)) + "."]
+    remove_work_dir(tmp, args.keep_outputs)
     print(write_results("bench_train", results, "\n".join(md)))
 
 

@@ -24,7 +24,7 @@ import pyarrow.dataset as pads
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import remove_work_dir, write_results  # noqa: E402
 from wildreward.config import load_config  # noqa: E402
 from wildreward.train.config import TrainConfig  # noqa: E402
 from wildreward.train.pipeline import run_train  # noqa: E402
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--data", nargs="+", required=True, help="extract output dirs")
     parser.add_argument("--smollm2-rows", type=int, default=160, help="train rows for SmolLM2 (CPU time)")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--keep-outputs", action="store_true", help="keep the work dir (several GB) for inspection")
     args = parser.parse_args()
     train = [f"{d}/train" for d in args.data]
     test = [f"{d}/test" for d in args.data]
@@ -78,6 +79,7 @@ def main() -> None:
                   f"| {e['spearman']:.3f} | {e['auc_gt1']:.3f} | {e['auc_gt2']:.3f} | {e['auc_gt3']:.3f} "
                   f"| {r['wall_s']:.0f} |")
     md += ["", "NaN: the held-out split has one class only for that threshold (or one level only overall)."]
+    remove_work_dir(tmp, args.keep_outputs)
     print(write_results("bench_train_quality", results, "\n".join(md)))
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import platform
 import threading
@@ -106,3 +107,11 @@ def write_results(name: str, results: dict, markdown: str) -> Path:
     (RESULTS / f"{name}.md").write_text(f"# {name}\n\n{markdown.strip()}\n\nMachine: {payload['machine']}; "
                                         f"measured {payload['time_utc']}.\n")
     return RESULTS / f"{name}.json"
+
+
+def remove_work_dir(path: Path, keep: bool) -> None:
+    """Benchmarks write models and checkpoints (GBs) to a temp dir; drop it unless asked to keep it."""
+    if keep:
+        print(f"work dir kept: {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
