@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _key, _value in {"HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-                     "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}.items():
+                     "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
+                     "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}.items():
     os.environ.setdefault(_key, _value)
 
 from benchmarks.bench_extract_scale import (STAGES, clean_conversations, count_turns,  # noqa: E402
@@ -106,7 +107,7 @@ def run_size(n_turns: int, input_file: Path, args, stub, encoder: str) -> dict:
     ray.shutdown()
     wait_for_ray_children({stub.proc.pid})
     result = {"turns_target": n_turns, "wall_s": round(wall, 1), "peak_pss_mb": mem.peak_mb,
-              "peak_at_s": mem.peak_at_s, "peak_breakdown_mb": mem.peak_breakdown,
+              "peak_private_mb": mem.peak_private_mb, "peak_shm_mb": mem.peak_shm_mb, "peak_at_s": mem.peak_at_s, "peak_breakdown_mb": mem.peak_breakdown,
               "s_per_1k_turns": round(wall / n_turns * 1000, 2), **summarise(stats, stub.stats()),
               "loadavg_before": [round(x, 2) for x in load_before],
               "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -171,8 +172,12 @@ def plot(sizes: list[dict], nodes: list[dict], path: Path) -> None:
         axes[0].loglog(x, [sizes[0]["wall_s"] * t / x[0] for t in x], "--", label="linear from smallest")
         axes[0].set(title="wall time vs turns", xlabel="turns", ylabel="s")
         axes[0].legend()
-        axes[1].semilogx(x, [r["peak_pss_mb"] for r in sizes], marker="o")
-        axes[1].set(title="peak memory (PSS, all processes)", xlabel="turns", ylabel="MB", ylim=(0, None))
+        axes[1].semilogx(x, [r["peak_pss_mb"] for r in sizes], marker="o", label="PSS")
+        if all("peak_private_mb" in r for r in sizes):
+            axes[1].semilogx(x, [r["peak_private_mb"] for r in sizes], marker="s", label="private (USS)")
+            axes[1].semilogx(x, [r["peak_shm_mb"] for r in sizes], marker="^", label="object store (/dev/shm)")
+        axes[1].set(title="peak memory (all processes)", xlabel="turns", ylabel="MB", ylim=(0, None))
+        axes[1].legend()
     if nodes:
         n = [r["nodes"] for r in nodes]
         axes[2].plot(n, [r["annotate_rows_per_s_server"] for r in nodes], marker="o", label="measured")
@@ -228,7 +233,7 @@ def main() -> None:
         stub.stop()
     if args.nodes_from:
         earlier = json.loads(args.nodes_from.read_text())
-        node_runs = [{**r, "measured_utc": earlier["time_utc"]} for r in earlier["results"]["nodes"]]
+        node_runs = [{"measured_utc": earlier["time_utc"], **r} for r in earlier["results"]["nodes"]]  # an older time wins
         node_counts = []
     stub = start_stub(args.node_latency_ms)
     try:
@@ -282,10 +287,19 @@ the pipeline's own costs at scale. Refusal judging and mining on. Figure: `{figu
 
 ## (a) Cost vs log size (local Ray, 2 CPUs, {cfg['actors']} annotator actors x {cfg['concurrency']} in flight, stub {cfg['latency_ms']:g} ms)
 
-| turns | kept | wall s | s / 1k turns | peak PSS MB | annotate rows/s (stub window) | mining candidates | reconciled |
-|---|---|---|---|---|---|---|---|
+| turns | kept | wall s | s / 1k turns | peak PSS MB | peak private MB | peak /dev/shm MB | annotate rows/s (stub window) | mining candidates | reconciled |
+|---|---|---|---|---|---|---|---|---|---|
 """ + "\n".join(f"| {r['turns']:,} | {r['kept']:,} | {r['wall_s']} | {r['s_per_1k_turns']} | {r['peak_pss_mb']} | "
+                f"{r.get('peak_private_mb', 'n/a')} | {r.get('peak_shm_mb', 'n/a')} | "
                 f"{r['annotate_rows_per_s_server']} | {r['mining_candidates']} | {r['reconciled']} |"
+                for r in size_runs) + """
+
+Peak PSS is summed over the driver, every Ray process and the stub; private = summed USS (heaps), /dev/shm = the
+object store's allocated pages (they also count in the PSS of the processes mapping them). Largest processes at
+the PSS peak (MB, summed by title):
+
+""" + "\n".join(f"- {r['turns']:,} turns, at {r['peak_at_s']} s: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in list(r['peak_breakdown_mb'].items())[:4])
                 for r in size_runs) + f"""
 
 Stage seconds:

@@ -39,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for _key, _value in {"HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                      "RAY_USAGE_STATS_ENABLED": "0", "VLLM_NO_USAGE_STATS": "1",
-                     "TOKENIZERS_PARALLELISM": "false"}.items():
+                     "TOKENIZERS_PARALLELISM": "false",
+                     "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}.items():
     os.environ.setdefault(_key, _value)
 
 BACK_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}

@@ -18,34 +18,45 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class PeakMemory:
-    """Samples the summed PSS (RSS where PSS is unavailable) of this process and all its descendants —
-    the Ray workers and actors of an embedded cluster included — and keeps the peak, which processes made it up
-    (``peak_breakdown``: MB by process title, largest first) and when it happened (``peak_at_s``)."""
+    """Samples the summed PSS (RSS where PSS is unavailable) of this process and all its descendants (the Ray
+    workers and actors of an embedded cluster included) and keeps the peak, which processes made it up
+    (``peak_breakdown``: MB by process title, largest first) and when it happened (``peak_at_s``). Two more peaks
+    tell kinds of growth apart: the summed USS (``peak_private_mb``: heap and other private pages) and the bytes
+    allocated in /dev/shm (``peak_shm_mb``: Ray's object store lives there, and its pages count in the PSS of
+    every process that maps them)."""
 
     def __init__(self, interval_s: float = 0.25):
         self.interval_s, self.peak_bytes = interval_s, 0
         self.peak_breakdown: dict[str, float] = {}
         self.peak_at_s = 0.0
+        self.peak_private_bytes = self.peak_shm_bytes = 0
         self._t0 = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> dict[str, int]:
+    def _sample(self) -> tuple[dict[str, int], int]:
         me = psutil.Process()
         by_name: dict[str, int] = {}
+        private = 0
         for proc in [me, *me.children(recursive=True)]:
             try:
                 info = proc.memory_full_info()
                 # Ray workers retitle themselves (ray::MapWorker(...), ray::IDLE): the title says what each one is.
                 title = " ".join(proc.cmdline()[:1])[:60] or proc.name()
                 by_name[title] = by_name.get(title, 0) + getattr(info, "pss", info.rss)
+                private += getattr(info, "uss", info.rss)
             except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
                 pass
-        return by_name
+        return by_name, private
 
     def _run(self):
         while not self._stop.is_set():
-            sample = self._sample()
+            sample, private = self._sample()
+            self.peak_private_bytes = max(self.peak_private_bytes, private)
+            try:
+                self.peak_shm_bytes = max(self.peak_shm_bytes, shutil.disk_usage("/dev/shm").used)
+            except OSError:  # no /dev/shm (not Linux)
+                pass
             total = sum(sample.values())
             if total > self.peak_bytes:
                 self.peak_bytes, self.peak_at_s = total, round(time.perf_counter() - self._t0, 1)
@@ -65,6 +76,14 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return round(self.peak_bytes / 2**20, 1)
+
+    @property
+    def peak_private_mb(self) -> float:
+        return round(self.peak_private_bytes / 2**20, 1)
+
+    @property
+    def peak_shm_mb(self) -> float:
+        return round(self.peak_shm_bytes / 2**20, 1)
 
 
 @contextmanager

@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1 \
+    ARROW_DEFAULT_MEMORY_POOL=jemalloc  # the Ray workers inherit it from `ray start` (see wildreward/ray_compat.py)
 OUT=${OUT:-$PWD/outputs/default}
 CONFIG=${PIPELINE_CONFIG:-jobs/configs/pipeline_default.yaml}
 SHARED=${WILDREWARD_SHARED:-$(cd .. && pwd)/shared}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wildreward import ray_compat as rc
 from wildreward.config import load_config
 from wildreward.eval.users import UsersScalingConfig
 from wildreward.extract.config import ExtractConfig
@@ -90,3 +91,7 @@ def test_runtime_env_is_valid():
     env = yaml.safe_load((REPO / "cluster/runtime_env.yaml").read_text())
     assert env["working_dir"] == "." and ".venv" in env["excludes"]
     assert all(isinstance(v, str) for v in env["env_vars"].values())
+    # The cluster image and the runtime env give the workers the same Arrow pool as local runs.
+    pool = rc.LOCAL_RAY_ENV["ARROW_DEFAULT_MEMORY_POOL"]
+    assert env["env_vars"]["ARROW_DEFAULT_MEMORY_POOL"] == pool
+    assert f"ARROW_DEFAULT_MEMORY_POOL={pool}" in (REPO / "cluster/docker/Dockerfile").read_text()

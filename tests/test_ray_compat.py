@@ -69,3 +69,33 @@ def test_blocks_are_written_while_the_read_still_runs(ray_local, tiny_blocks, tm
     rows = pa.concat_tables([pq.read_table(p) for p in sorted(out.glob("*.parquet"))])
     assert rows.num_rows == BLOCKS * 10 and sorted(rows["y"].to_pylist()) == sorted(2 * x for x in
                                                                                       list(range(10)) * BLOCKS)
+
+
+def test_parquet_listing_uses_a_footer_pool_sized_to_the_cluster(ray_local, tmp_path):
+    """Ray Data's default starts up to 32 footer-reading actors (a ~100 MB worker each) to list a Parquet dir; on
+    2 CPUs the read gets one, and still reads every row."""
+    import psutil
+
+    for i in range(60):
+        pq.write_table(pa.table({"x": list(range(i * 10, i * 10 + 10))}), tmp_path / f"part-{i:02d}.parquet")
+    footer_pids: set[int] = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "FooterReader" in " ".join(proc.cmdline()[:1]):
+                        footer_pids.add(proc.pid)
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    ds = rc.map_tables(rc.read_parquet(str(tmp_path)), lambda t: t)
+    rows = sorted(x for batch in ds.iter_batches(batch_format="pyarrow") for x in batch["x"].to_pylist())
+    done.set()
+    watcher.join()
+    assert rows == list(range(600))
+    assert len(footer_pids) <= 1, footer_pids
