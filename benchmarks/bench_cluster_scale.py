@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-for _key, _value in {"HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-                     "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
-                     "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}.items():
+from wildreward.ray_compat import LOCAL_RAY_ENV  # noqa: E402
+
+for _key, _value in {**LOCAL_RAY_ENV, "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
 
 from benchmarks.bench_extract_scale import (STAGES, clean_conversations, count_turns,  # noqa: E402
@@ -107,7 +107,8 @@ def run_size(n_turns: int, input_file: Path, args, stub, encoder: str) -> dict:
     ray.shutdown()
     wait_for_ray_children({stub.proc.pid})
     result = {"turns_target": n_turns, "wall_s": round(wall, 1), "peak_pss_mb": mem.peak_mb,
-              "peak_private_mb": mem.peak_private_mb, "peak_shm_mb": mem.peak_shm_mb, "peak_at_s": mem.peak_at_s, "peak_breakdown_mb": mem.peak_breakdown,
+              "peak_private_mb": mem.peak_private_mb, "peak_shm_mb": mem.peak_shm_mb, "peak_at_s": mem.peak_at_s,
+              "peak_breakdown_mb": mem.peak_breakdown,
               "s_per_1k_turns": round(wall / n_turns * 1000, 2), **summarise(stats, stub.stats()),
               "loadavg_before": [round(x, 2) for x in load_before],
               "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -233,7 +234,8 @@ def main() -> None:
         stub.stop()
     if args.nodes_from:
         earlier = json.loads(args.nodes_from.read_text())
-        node_runs = [{"measured_utc": earlier["time_utc"], **r} for r in earlier["results"]["nodes"]]  # an older time wins
+        # A time already carried from an even earlier run wins.
+        node_runs = [{"measured_utc": earlier["time_utc"], **r} for r in earlier["results"]["nodes"]]
         node_counts = []
     stub = start_stub(args.node_latency_ms)
     try:

@@ -37,10 +37,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-for _key, _value in {"HF_HUB_OFFLINE": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-                     "RAY_USAGE_STATS_ENABLED": "0", "VLLM_NO_USAGE_STATS": "1",
-                     "TOKENIZERS_PARALLELISM": "false",
-                     "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}.items():
+from wildreward.ray_compat import LOCAL_RAY_ENV  # noqa: E402
+
+for _key, _value in {**LOCAL_RAY_ENV, "VLLM_NO_USAGE_STATS": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
 
 BACK_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}

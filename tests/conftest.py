@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-for key, value in {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
-                   "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                   "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
-                   "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}.items():
+from wildreward.ray_compat import LOCAL_RAY_ENV
+
+for key, value in {**LOCAL_RAY_ENV, "TOKENIZERS_PARALLELISM": "false", "VLLM_NO_USAGE_STATS": "1",
+                   "DO_NOT_TRACK": "1"}.items():
     os.environ.setdefault(key, value)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -49,8 +49,9 @@ def read_parquet(path: str | list[str], columns: list[str] | None = None):
     extraction's peak memory at 50k turns. The driver reads the variable when it plans the read."""
     import ray
 
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    os.environ.setdefault("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", str(min(32, max(1, cpus // 8))))
+    if "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ:  # set once per process, by the first read
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] = str(min(32, max(1, cpus // 8)))
     ds = ray.data.read_parquet(path)
     return ds.select_columns(columns) if columns else ds
 
