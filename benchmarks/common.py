@@ -17,6 +17,22 @@ from wildreward.config import library_versions
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def process_title(cmdline: list[str]) -> str:
+    """What a process is, for memory breakdowns: Ray workers retitle themselves (``ray::MapWorker(...)``,
+    ``ray::IDLE``); Ray's Python daemons (dashboard agent, log monitor, ...) and our stubs are named by their script
+    or ``-m`` module, since their interpreter path alone lumps them together."""
+    if not cmdline:
+        return ""
+    if Path(cmdline[0]).name.startswith("python"):
+        args = iter(cmdline[1:])
+        for arg in args:
+            if arg == "-m":
+                return f"python -m {next(args, '')}"[:60]
+            if not arg.startswith("-"):
+                return f"python {Path(arg).name}"[:60]
+    return cmdline[0][:60]
+
+
 class PeakMemory:
     """Samples the summed PSS (RSS where PSS is unavailable) of this process and all its descendants (the Ray
     workers and actors of an embedded cluster included) and keeps the peak, which processes made it up
@@ -41,8 +57,7 @@ class PeakMemory:
         for proc in [me, *me.children(recursive=True)]:
             try:
                 info = proc.memory_full_info()
-                # Ray workers retitle themselves (ray::MapWorker(...), ray::IDLE): the title says what each one is.
-                title = " ".join(proc.cmdline()[:1])[:60] or proc.name()
+                title = process_title(proc.cmdline()) or proc.name()
                 by_name[title] = by_name.get(title, 0) + getattr(info, "pss", info.rss)
                 private += getattr(info, "uss", info.rss)
             except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):

@@ -99,3 +99,14 @@ def test_parquet_listing_uses_a_footer_pool_sized_to_the_cluster(ray_local, tmp_
     watcher.join()
     assert rows == list(range(600))
     assert len(footer_pids) <= 1, footer_pids
+
+
+def test_written_files_have_whole_row_groups(ray_local, tmp_path):
+    """Ray writes each block it is handed as a row group of its own: 32-row UDF outputs made files of dozens of row
+    groups, whose footers then cost the driver memory on every later read of the folder."""
+    ds = rc.map_tables(rc.from_items([{"x": i} for i in range(3000)], num_blocks=2), lambda t: t, rows_per_batch=32)
+    rc.write_parquet(ds, str(tmp_path))
+    metas = [pq.ParquetFile(p).metadata for p in sorted(tmp_path.glob("*.parquet"))]
+    assert sum(m.num_rows for m in metas) == 3000
+    assert all(m.num_row_groups == -(-m.num_rows // 2048) for m in metas), [(m.num_rows, m.num_row_groups)
+                                                                           for m in metas]

@@ -18,21 +18,34 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "dis
                  "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 
 
+def use_arrow_pool_from_env() -> None:
+    """pyarrow picks its allocator once, at import, from ARROW_DEFAULT_MEMORY_POOL, so a driver that imported it
+    before setting the variable (the benchmarks, a notebook) would keep mimalloc and its retained buffers."""
+    wanted = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
+    if wanted and pa.default_memory_pool().backend_name != wanted:
+        pool = {"jemalloc": pa.jemalloc_memory_pool, "mimalloc": pa.mimalloc_memory_pool,
+                "system": pa.system_memory_pool}[wanted]
+        pa.set_memory_pool(pool())
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster of a ``ray job submit`` (RAY_ADDRESS set) or start a private local one."""
     import ray
 
-    if ray.is_initialized():
-        return
-    for key, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    # Actor-pool stages log one line per block otherwise; progress bars carry the information.
+    if not ray.is_initialized():
+        for key, value in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
+        use_arrow_pool_from_env()
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     ctx = ray.data.DataContext.get_current()
+    # Actor-pool stages log one line per block otherwise; progress bars carry the information.
     ctx.enable_progress_bars = True
+    # A task buffers its output up to one block before handing it on; at the default 128 MiB, a row-wise UDF whose
+    # output outgrows its input (final_udf adds the RM text) made the 500k-turn peak (1.3 GB over its tasks).
+    ctx.target_max_block_size = 32 * 2**20
 
 
 def from_items(items: list[dict], num_blocks: int | None = None):
@@ -43,12 +56,18 @@ def from_items(items: list[dict], num_blocks: int | None = None):
 
 
 def read_parquet(path: str | list[str], columns: list[str] | None = None):
-    """Ray Data 2.60 lists Parquet files with a pool of 32 footer-reading actors per read (a worker process of
-    ~100 MB each, started on demand), sized for object stores across big clusters. Size the pool to the cluster
-    instead (one actor per 8 CPUs; set the variable to override): on 2 CPUs the pool was 1.6 GB of the
-    extraction's peak memory at 50k turns. The driver reads the variable when it plans the read."""
+    """Two Ray Data 2.60 read defaults are sized for big clusters and tuned down here (set a variable to
+    override; the driver reads them when it plans a read):
+
+    - Files are listed by a pool of 32 footer-reading actors per read (a worker process of ~100 MB each, started
+      on demand). One actor per 8 CPUs instead: on 2 CPUs the pool was 1.6 GB of extraction's peak at 50k turns.
+    - A read task takes up to 128 MiB of uncompressed row groups. Our rows are long texts, and a task's output
+      is held again by the filter or UDF fused after it and by the write that follows; with 32 MiB units the
+      peak of extraction at 50k turns fell from 3.6 to 3.0 GB (one pair of runs).
+    """
     import ray
 
+    os.environ.setdefault("RAY_DATA_PARQUET_BIN_PACKING_BYTES", str(32 * 2**20))
     if "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS" not in os.environ:  # set once per process, by the first read
         cpus = int(ray.cluster_resources().get("CPU", 1))
         os.environ["RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"] = str(min(32, max(1, cpus // 8)))
@@ -59,10 +78,15 @@ def read_parquet(path: str | list[str], columns: list[str] | None = None):
 def write_parquet(ds, path: str) -> None:
     """Write tasks reserve no CPU: they are I/O, and with a CPU each they starved behind the read and the actor
     pool holding every CPU, so all annotated blocks waited in the object store until the read ended (memory grew
-    with the input; a crash lost every unwritten row). Their number is bounded by the cluster's size instead."""
+    with the input; a crash lost every unwritten row). Their number is bounded by the cluster's size instead.
+
+    Row groups of up to 2048 rows: Ray writes every block it is handed as its own row group, so actor outputs of
+    32 rows made files of 8 row groups and 44 KB footers; at 500k turns, planning the next read of those 1,569
+    files and checking their ids grew the driver by ~0.45 GB. 2048 rows is still small enough (~10 MB of text)
+    for reads to split big files between tasks."""
     import ray
 
-    ds.write_parquet(path, ray_remote_args={"num_cpus": 0},
+    ds.write_parquet(path, ray_remote_args={"num_cpus": 0}, row_group_size=2048,
                      concurrency=max(4, int(ray.cluster_resources().get("CPU", 1)) // 2))
 
 
