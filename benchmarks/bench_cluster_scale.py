@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wildreward.ray_compat import LOCAL_RAY_ENV, use_arrow_pool_from_env  # noqa: E402
+from wildreward.ray_compat import LOCAL_RAY_ENV  # noqa: E402
 
 for _key, _value in {**LOCAL_RAY_ENV, "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
-use_arrow_pool_from_env()  # ray_compat imported pyarrow before the loop set its pool
 
 from benchmarks.bench_extract_scale import (STAGES, clean_conversations, count_turns,  # noqa: E402
                                             wait_for_ray_children, write_input)

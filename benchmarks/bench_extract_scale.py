@@ -37,11 +37,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from wildreward.ray_compat import LOCAL_RAY_ENV, use_arrow_pool_from_env  # noqa: E402
+from wildreward.ray_compat import LOCAL_RAY_ENV  # noqa: E402
 
 for _key, _value in {**LOCAL_RAY_ENV, "VLLM_NO_USAGE_STATS": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
-use_arrow_pool_from_env()  # ray_compat imported pyarrow before the loop set its pool
 
 BACK_ROLES = {"user": "human", "assistant": "gpt", "system": "system"}
 STAGES = ["read", "turns", "annotate", "refusal", "mining", "final", "split"]

@@ -18,16 +18,6 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "dis
                  "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 
 
-def use_arrow_pool_from_env() -> None:
-    """pyarrow picks its allocator once, at import, from ARROW_DEFAULT_MEMORY_POOL, so a driver that imported it
-    before setting the variable (the benchmarks, a notebook) would keep mimalloc and its retained buffers."""
-    wanted = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
-    if wanted and pa.default_memory_pool().backend_name != wanted:
-        pool = {"jemalloc": pa.jemalloc_memory_pool, "mimalloc": pa.mimalloc_memory_pool,
-                "system": pa.system_memory_pool}[wanted]
-        pa.set_memory_pool(pool())
-
-
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster of a ``ray job submit`` (RAY_ADDRESS set) or start a private local one."""
     import ray
@@ -35,11 +25,17 @@ def init_ray(num_cpus: int | None = None) -> None:
     if not ray.is_initialized():
         for key, value in LOCAL_RAY_ENV.items():
             os.environ.setdefault(key, value)
-        use_arrow_pool_from_env()
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         else:
             ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    # pyarrow picks its allocator once, at import, from ARROW_DEFAULT_MEMORY_POOL: a driver that imported it before
+    # the variable was set (this module does; so do the benchmarks and notebooks) would keep mimalloc's retained
+    # buffers.
+    wanted = os.environ.get("ARROW_DEFAULT_MEMORY_POOL")
+    if wanted and pa.default_memory_pool().backend_name != wanted:
+        pa.set_memory_pool({"jemalloc": pa.jemalloc_memory_pool, "mimalloc": pa.mimalloc_memory_pool,
+                            "system": pa.system_memory_pool}[wanted]())
     ctx = ray.data.DataContext.get_current()
     # Actor-pool stages log one line per block otherwise; progress bars carry the information.
     ctx.enable_progress_bars = True
