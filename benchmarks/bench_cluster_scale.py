@@ -109,6 +109,8 @@ def run_size(n_turns: int, input_file: Path, args, stub, encoder: str) -> dict:
     result = {"turns_target": n_turns, "wall_s": round(wall, 1), "peak_pss_mb": mem.peak_mb,
               "peak_private_mb": mem.peak_private_mb, "peak_shm_mb": mem.peak_shm_mb, "peak_at_s": mem.peak_at_s,
               "peak_breakdown_mb": mem.peak_breakdown,
+              "stage_peaks": {s: mem.peak_between(stats[s]["started_at"], stats[s]["started_at"] + stats[s]["seconds"])
+                              for s in STAGES if "started_at" in stats[s]},
               "s_per_1k_turns": round(wall / n_turns * 1000, 2), **summarise(stats, stub.stats()),
               "loadavg_before": [round(x, 2) for x in load_before],
               "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
@@ -283,6 +285,10 @@ def report(results: dict) -> None:
     def stage_cells(r: dict) -> str:
         return " | ".join(str(r["stage_seconds"][s]) for s in STAGES)
 
+    def stage_peak_cells(r: dict) -> str:
+        peaks = [r["stage_peaks"].get(s, {}) for s in STAGES]
+        return " | ".join(f"{p['peak_mb']:.0f} ({p['largest']} {p['largest_mb']:.0f})" if p else "" for p in peaks)
+
     md = f"""
 `run_extract` with a cheap annotator (the `http` stub, MEANINGLESS hash labels) and a random tiny mining encoder:
 the pipeline's own costs at scale. Refusal judging and mining on. Figure: `{figure.name}`.
@@ -309,6 +315,12 @@ Stage seconds:
 | turns | {' | '.join(STAGES)} |
 |---|{'---|' * len(STAGES)}
 """ + "\n".join(f"| {r['turns']:,} | {stage_cells(r)} |" for r in size_runs) + f"""
+
+Peak PSS MB within each stage (its largest process):
+
+| turns | {' | '.join(STAGES)} |
+|---|{'---|' * len(STAGES)}
+""" + "\n".join(f"| {r['turns']:,} | {stage_peak_cells(r)} |" for r in size_runs if r.get("stage_peaks")) + f"""
 
 Checks: {json.dumps({k: v for k, v in checks.items() if k != 'throughput_vs_nodes'})}
 

@@ -152,7 +152,7 @@ def bench_train(shape: str, tok, turns: list[dict], micro_batch: int, steps: int
     from wildreward.rm import OrdinalRewardModel
     from wildreward.train.config import DistConfig, OptimConfig
     from wildreward.train.data import collate, encode_rows, group_by_length
-    from wildreward.train.engine import build_engine
+    from wildreward.train.engine import build_engine, train_micro_batch
 
     rng = random.Random(0)
     rows = [{**t, "label": rng.randint(1, 4)} for t in turns]  # labels do not change the cost
@@ -174,13 +174,13 @@ def bench_train(shape: str, tok, turns: list[dict], micro_batch: int, steps: int
                           device=torch.device(device))
     warmup = 3
     for batch in batches[:warmup]:
-        engine.train_micro_batch(batch)
+        train_micro_batch(engine, batch)
     sync(device)
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     timed_batches = batches[warmup:warmup + steps]
     start = time.perf_counter()
-    losses = [engine.train_micro_batch(batch)[0] for batch in timed_batches]
+    losses = [train_micro_batch(engine, batch)[0] for batch in timed_batches]
     sync(device)
     wall = time.perf_counter() - start
     real = sum(b["real_tokens"] for b in timed_batches)

@@ -23,14 +23,14 @@ def process_title(cmdline: list[str]) -> str:
     or ``-m`` module, since their interpreter path alone lumps them together."""
     if not cmdline:
         return ""
-    if Path(cmdline[0]).name.startswith("python"):
+    title = cmdline[0]
+    if Path(title).name.startswith("python"):
         args = iter(cmdline[1:])
         for arg in args:
-            if arg == "-m":
-                return f"python -m {next(args, '')}"[:60]
-            if not arg.startswith("-"):
-                return f"python {Path(arg).name}"[:60]
-    return cmdline[0][:60]
+            if arg == "-m" or not arg.startswith("-"):
+                title = f"python -m {next(args, '')}" if arg == "-m" else f"python {Path(arg).name}"
+                break
+    return title[:60]
 
 
 class PeakMemory:
@@ -39,10 +39,11 @@ class PeakMemory:
     (``peak_breakdown``: MB by process title, largest first) and when it happened (``peak_at_s``). Two more peaks
     tell kinds of growth apart: the summed USS (``peak_private_mb``: heap and other private pages) and the bytes
     allocated in /dev/shm (``peak_shm_mb``: Ray's object store lives there, and its pages count in the PSS of
-    every process that maps them)."""
+    every process that maps them). ``peak_between`` gives the peak of a time window (a pipeline stage)."""
 
     def __init__(self, interval_s: float = 0.25):
         self.interval_s, self.peak_bytes = interval_s, 0
+        self.samples: list[tuple[float, int, str, int]] = []  # (epoch s, total, largest title, its bytes)
         self.peak_breakdown: dict[str, float] = {}
         self.peak_at_s = 0.0
         self.peak_private_bytes = self.peak_shm_bytes = 0
@@ -73,6 +74,8 @@ class PeakMemory:
             except OSError:  # no /dev/shm (not Linux)
                 pass
             total = sum(sample.values())
+            top = max(sample.items(), key=lambda kv: kv[1], default=("", 0))
+            self.samples.append((time.time(), total, *top))
             if total > self.peak_bytes:
                 self.peak_bytes, self.peak_at_s = total, round(time.perf_counter() - self._t0, 1)
                 self.peak_breakdown = {k: round(v / 2**20, 1) for k, v in
@@ -87,6 +90,14 @@ class PeakMemory:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+    def peak_between(self, start: float, end: float) -> dict:
+        """Peak PSS (MB) of the samples taken between two epoch times, and its largest process."""
+        inside = [x for x in self.samples if start <= x[0] <= end]
+        if not inside:
+            return {}
+        _, total, title, top = max(inside, key=lambda x: x[1])
+        return {"peak_mb": round(total / 2**20, 1), "largest": title, "largest_mb": round(top / 2**20, 1)}
 
     @property
     def peak_mb(self) -> float:

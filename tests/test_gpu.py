@@ -49,9 +49,11 @@ def toy_micro_batches(tokenizer, tmp_path, micro_batch: int) -> list[dict]:
 
 def train_and_measure(engine, batches, epochs: int) -> tuple[float, float]:
     """Mean loss of the first and of the last epoch over fixed micro-batches."""
+    from wildreward.train.engine import train_micro_batch
+
     means = []
     for _ in range(epochs):
-        means.append(sum(engine.train_micro_batch(b)[0] for b in batches) / len(batches))
+        means.append(sum(train_micro_batch(engine, b)[0] for b in batches) / len(batches))
     return means[0], means[-1]
 
 

@@ -98,3 +98,8 @@ class ExtractConfig(Section):
     mining: MiningConfig = MiningConfig()
     split: SplitConfig = SplitConfig()
     gold_file: str | None = Field(None, description="JSONL of {id, label} to report annotator agreement.")
+    object_store_fraction: float = Field(0.05, gt=0, le=1, description=(
+        "Share of the cluster's object store that blocks in flight may fill (Ray's default 0.5). The stages are "
+        "streams of 32 MiB blocks; a bigger share only buffers work behind the slowest operator, and the pages "
+        "it touches stay with the workers for the rest of the job (peak at 500k turns on 2 CPUs: see "
+        "benchmarks/results/bench_cluster_scale.md). Raise it if stages wait on object-store memory."))

@@ -228,6 +228,7 @@ def run_stage(out: Location, name: str, key: str, build: Callable[[Location], di
     start = time.time()
     stats = build(stage_dir)
     stats["seconds"] = round(time.time() - start, 1)
+    stats["started_at"] = round(start, 1)  # epoch seconds: lines stages up with outside traces (memory, load)
     marker.write_text(json.dumps(stats, indent=2))
     log(f"stage {name}: done in {stats['seconds']} s")
     return stats
@@ -263,7 +264,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
     """Run (or resume) the whole extraction stage; returns the stats also written to ``stats.json``."""
     out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "extract")
-    rc.init_ray()
+    rc.init_ray(object_store_fraction=cfg.object_store_fraction)
     stages = out / "stages"
     stats: dict = {}
     llm = cfg.annotator.model_dump(include={"backend", "mode", "model", "temperature", "max_tokens", "max_field_chars"})

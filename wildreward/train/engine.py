@@ -1,7 +1,7 @@
 """Two ways to step the model inside a Ray Train worker: DeepSpeed ZeRO 0-3, or plain DDP (the fallback).
 
 Both expose the same calls to a training loop: ``backward_micro`` (a loss computed from the model, backward,
-optimizer step on accumulation boundaries; ``train_micro_batch`` is it with the ordinal loss), ``eval_logits``,
+optimizer step on accumulation boundaries; ``train_micro_batch`` below feeds it the ordinal loss), ``eval_logits``,
 ``save`` and ``load`` (a checkpoint directory per rank; Ray Train merges the ranks' directories into one
 checkpoint), ``lr`` and ``module`` (the bare model). The RM trainer and online DPO both build them.
 """
@@ -49,12 +49,13 @@ def build_rm_engine(model: torch.nn.Module, cfg: TrainConfig, total_steps: int, 
                         grad_accum=cfg.grad_accum, total_steps=total_steps, device=device)
 
 
-def ordinal_batch_loss(batch: dict[str, Any], device, pos_weight: torch.Tensor | None
-                       ) -> Callable[[torch.nn.Module], torch.Tensor]:
-    """``pos_weight`` (per-threshold weights) is expected on ``device`` already: it is the same every step."""
-    return lambda model: ordinal_loss(model(input_ids=batch["input_ids"].to(device),
-                                            attention_mask=batch["attention_mask"].to(device)),
-                                      batch["labels"].to(device), pos_weight)
+def train_micro_batch(engine, batch: dict[str, Any], pos_weight: torch.Tensor | None = None) -> tuple[float, bool]:
+    """One RM micro-batch through either engine: (loss, whether the optimizer stepped). ``pos_weight``
+    (per-threshold weights) is expected on the engine's device already: it is the same every step."""
+    device = engine.device
+    return engine.backward_micro(lambda model: ordinal_loss(
+        model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)),
+        batch["labels"].to(device), pos_weight))
 
 
 def jit_arch_list(value: str) -> str:
@@ -116,9 +117,6 @@ class DeepSpeedEngine:
         self.engine.step()
         return float(loss.detach()), boundary
 
-    def train_micro_batch(self, batch: dict[str, Any], pos_weight: torch.Tensor | None = None) -> tuple[float, bool]:
-        return self.backward_micro(ordinal_batch_loss(batch, self.device, pos_weight))
-
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model's weights on CPU, on every rank (ZeRO 0-2 keep full parameters on each rank). Copies:
         DeepSpeed's parameters are views into one flat buffer, and serialising a view (Ray does, to push weights
@@ -178,9 +176,6 @@ class DDPEngine:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), boundary
-
-    def train_micro_batch(self, batch: dict[str, Any], pos_weight: torch.Tensor | None = None) -> tuple[float, bool]:
-        return self.backward_micro(ordinal_batch_loss(batch, self.device, pos_weight))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()}  # not the live ones

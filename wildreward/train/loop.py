@@ -27,7 +27,7 @@ from wildreward.rm import build_model
 from wildreward.storage import Location
 from wildreward.train.config import TrainConfig
 from wildreward.train.data import REQUIRED_COLUMNS, collate, encode_rows, group_by_length
-from wildreward.train.engine import build_rm_engine
+from wildreward.train.engine import build_rm_engine, train_micro_batch
 
 def all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
@@ -230,7 +230,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 batch = collate([examples[i] for i in idx], tok.pad_token_id, cfg.batch.pad_to_multiple_of)
                 if not acc[1]:
                     lr = engine.lr()  # the rate this optimizer step uses (the scheduler advances after it)
-                loss, boundary = engine.train_micro_batch(batch, pos_weight)
+                loss, boundary = train_micro_batch(engine, batch, pos_weight)
                 micro += 1
                 n = len(idx)
                 acc += [loss * n, n, batch["real_tokens"], batch["padded_tokens"], batch["truncated"],
