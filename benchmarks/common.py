@@ -27,8 +27,11 @@ def process_title(cmdline: list[str]) -> str:
     if Path(title).name.startswith("python"):
         args = iter(cmdline[1:])
         for arg in args:
-            if arg == "-m" or not arg.startswith("-"):
-                title = f"python -m {next(args, '')}" if arg == "-m" else f"python {Path(arg).name}"
+            if arg == "-m":
+                title = f"python -m {next(args, '')}"
+                break
+            if not arg.startswith("-"):
+                title = f"python {Path(arg).name}"
                 break
     return title[:60]
 
