@@ -42,6 +42,9 @@ def test_run_local_submits_the_pipeline_and_resumes(tmp_path, chatlogs, tiny_lm,
 
     log = run_local("train.optim.lr=1e-4")
     assert log.count("SUCCEEDED") == 1 and f"outputs in {out}" in log
+    # No progress bar of the held-out set from inside the train workers (it repeated until the workers exited).
+    bars = [line for line in log.splitlines() if "Dataset validation" in line and " row [" in line]
+    assert not bars, bars[:3]
     assert pads.dataset(str(out / "extract" / "train"), format="parquet").count_rows() > 0
     assert (out / "extract" / "stats.json").exists() and (out / "extract" / "config.yaml").exists()
     assert (out / "train" / "model" / "wildreward.json").exists() and (out / "train" / "eval.json").exists()

@@ -134,6 +134,10 @@ def fit_torch(train_fn: Callable[[dict], None], loop_config: dict, *, datasets: 
 
     ingest = DataConfig.default_ingest_options()
     ingest.preserve_order = True
+    for ds in datasets.values():
+        # A dataset runs with the DataContext copied when it was made. The workers run the unsplit ones (the
+        # held-out set), and their bars would repeat in the job log for as long as a worker lives.
+        ds.context.enable_progress_bars = False
     trainer = TorchTrainer(
         train_fn, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
@@ -144,13 +148,6 @@ def fit_torch(train_fn: Callable[[dict], None], loop_config: dict, *, datasets: 
                              checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep)),
         datasets=datasets, dataset_config=DataConfig(datasets_to_split=split, execution_options=ingest))
     return trainer.fit()
-
-
-def quiet_data_progress() -> None:
-    """No Ray Data progress bars in this process (training workers iterate shards; bars would flood the log)."""
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def preserve_data_order() -> None:

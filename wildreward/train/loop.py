@@ -168,7 +168,6 @@ def train_loop(config: dict[str, Any]) -> None:
     train_rows, test_rows = config["train_rows"], config["test_rows"]
     out_dir = Location.parse(cfg.output_dir)
     rank, world = rc.train_rank()
-    rc.quiet_data_progress()
     seed_all(cfg.seed)
     model, tok = build_model(cfg.model.backbone, cfg.model.head, cfg.model.num_levels, dropout=cfg.model.dropout,
                              trust_remote_code=cfg.model.trust_remote_code)

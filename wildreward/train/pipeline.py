@@ -142,7 +142,6 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         f"{cfg.dist.strategy}" + (f" ZeRO-{cfg.dist.zero_stage}" if cfg.dist.strategy == "deepspeed" else "")
         + f", {cfg.dist.num_workers} workers, {cfg.dist.precision}")
     storage = cfg.checkpoint.storage_path or str(out / "ray")
-    rc.quiet_data_progress()  # shards are iterated inside the workers; their bars would flood the job log
     result = rc.fit_torch(
         train_loop, {"cfg": cfg.model_dump(mode="json"), "train_rows": train_rows, "test_rows": test_rows,
                      "storage_path": storage, "pos_weight": pos_weight,
