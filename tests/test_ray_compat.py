@@ -110,3 +110,15 @@ def test_written_files_have_whole_row_groups(ray_local, tmp_path):
     assert sum(m.num_rows for m in metas) == 3000
     assert all(m.num_row_groups == -(-m.num_rows // 2048) for m in metas), [(m.num_rows, m.num_row_groups)
                                                                            for m in metas]
+
+
+def test_each_stage_gets_its_own_object_store_share(ray_local):
+    """The pipeline job runs every stage in one driver: extraction's share must not carry over to the stages
+    after it, which call init_ray without one and get Ray's default."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    rc.init_ray(object_store_fraction=0.05)
+    assert ctx.override_object_store_memory_limit_fraction == 0.05
+    rc.init_ray()
+    assert ray.data.DataContext.get_current().override_object_store_memory_limit_fraction is None

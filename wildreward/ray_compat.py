@@ -22,7 +22,7 @@ def init_ray(num_cpus: int | None = None, object_store_fraction: float | None = 
     """Join the cluster of a ``ray job submit`` (RAY_ADDRESS set) or start a private local one.
 
     ``object_store_fraction``: the share of the cluster's object store Ray Data may fill with blocks in flight
-    in this process (Ray's default: half)."""
+    in the stage that calls this (None: Ray's default, half)."""
     import ray
 
     if not ray.is_initialized():
@@ -45,8 +45,9 @@ def init_ray(num_cpus: int | None = None, object_store_fraction: float | None = 
     # A task buffers its output up to one block before handing it on; at the default 128 MiB, a row-wise UDF whose
     # output outgrows its input (final_udf adds the RM text) made the 500k-turn peak (1.3 GB over its tasks).
     ctx.target_max_block_size = 32 * 2**20
-    if object_store_fraction is not None:
-        ctx.override_object_store_memory_limit_fraction = object_store_fraction
+    # Set on every call: the pipeline job runs all stages in one driver, and extraction's small share must not
+    # carry over to training's ingest or eval.
+    ctx.override_object_store_memory_limit_fraction = object_store_fraction
 
 
 def from_items(items: list[dict], num_blocks: int | None = None):
