@@ -7,6 +7,11 @@
   response) turns at max_length 4096 -> rows/s for one Serve replica or eval actor.
 - train: ``DeepSpeedEngine`` ZeRO-2 bf16 with DeepSpeed's fused Adam, ordinal loss, length-grouped micro-batches,
   gradient checkpointing -> tokens/s, MFU, peak GPU memory.
+- modes: ``FeedbackAnnotator`` constrained vs freeform on one loaded ``HFBackend`` and the same real turns (issue
+  2's ratio, target >= 10x). Random weights would rarely stop early, so every freeform row is made to generate
+  exactly N tokens (``min_new_tokens``), for each N of ``--freeform-tokens``: the ratio is reported per output
+  length. The paper's prompt asks for one or two sentences then ``[[n]]`` (about 40-80 tokens); 256 is our CPU
+  benchmark's budget.
 
 The hub is unreachable, so the weights are random; speed does not depend on their values. The shapes are real:
 Qwen3-4B (the paper's WildReward-4B base) for annotate and score, Qwen3-1.7B for train (4B full fine-tuning with
@@ -199,6 +204,39 @@ def bench_train(shape: str, tok, turns: list[dict], micro_batch: int, steps: int
     return result
 
 
+def bench_modes(model_dir: Path, turns: list[dict], batch_size: int, lengths: list[int], device: str) -> dict:
+    from wildreward.extract.annotate import RATINGS, FeedbackAnnotator
+    from wildreward.extract.backends import HFBackend
+    from wildreward.extract.config import AnnotatorConfig
+
+    cfg = AnnotatorConfig(model=str(model_dir), batch_size=batch_size, mode="constrained")
+    backend = HFBackend(cfg, RATINGS)
+
+    def run(annotator) -> tuple[float, int]:
+        annotator(turns[:batch_size])  # warm-up at the timed batch size
+        sync(device)
+        start = time.perf_counter()
+        out = annotator(turns)
+        sync(device)
+        errors = sum(r["label"] is None and not (r["error"] or "").startswith("unparseable") for r in out)
+        return time.perf_counter() - start, errors
+
+    wall, errors = run(FeedbackAnnotator(cfg, backend))
+    result = {"rows": len(turns), "batch_size": batch_size, "constrained": {
+        "wall_s": round(wall, 2), "rows_per_s": round(len(turns) / wall, 2), "errors": errors}, "freeform": []}
+    print("modes constrained", result["constrained"], flush=True)
+    for n in lengths:
+        backend.cfg = cfg.model_copy(update={"mode": "freeform", "max_tokens": n})  # generate() reads its budget
+        backend.model.generation_config.min_new_tokens = n  # so every row generates exactly n tokens
+        free_wall, free_errors = run(FeedbackAnnotator(backend.cfg, backend))
+        result["freeform"].append({"new_tokens": n, "wall_s": round(free_wall, 2),
+                                   "rows_per_s": round(len(turns) / free_wall, 2), "errors": free_errors,
+                                   "ratio": round(free_wall / wall, 2)})
+        print("modes freeform", result["freeform"][-1], flush=True)
+    backend.model.generation_config.min_new_tokens = None
+    return result
+
+
 def render(results: dict) -> str:
     lines = [f"Device: {results['device']}. Weights random, shapes real (see bench_gpu.py); WildChat sample input.",
              "", "| step | setting | rows/s | tokens/s | MFU |", "| --- | --- | ---: | ---: | ---: |"]
@@ -218,6 +256,16 @@ def render(results: dict) -> str:
                      f"{r['real_tokens_per_s']} | {r['mfu']:.1%} |")
         lines += ["", f"Train: padding efficiency {r['padding_efficiency']}, peak GPU memory "
                       f"{r['peak_gpu_memory_gb']} GB."]
+    if "modes" in results:
+        r = results["modes"]
+        c = r["constrained"]
+        lines += ["", f"Constrained vs freeform (`FeedbackAnnotator`, HFBackend, {results['shape']}, {r['rows']} real "
+                      f"turns, batch {r['batch_size']}); constrained {c['rows_per_s']} rows/s:", "",
+                  "| freeform tokens per row | freeform rows/s | constrained / freeform | target >= 10x |",
+                  "| ---: | ---: | ---: | --- |"]
+        for f in r["freeform"]:
+            lines.append(f"| {f['new_tokens']} | {f['rows_per_s']} | {f['ratio']}x | "
+                         f"{'met' if f['ratio'] >= 10 else 'missed'} |")
     lines += ["", "Phase times (s): " + ", ".join(f"{k} {v}" for k, v in results["times_s"].items())]
     return "\n".join(lines)
 
@@ -234,7 +282,11 @@ def main() -> None:
     p.add_argument("--train-steps", type=int, default=12)
     p.add_argument("--train-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--work-dir", default="/tmp/bench_gpu")
-    p.add_argument("--only", default="annotate,score,train")
+    p.add_argument("--name", help="results/<name>.json/.md (default: bench_gpu, or bench_gpu_dry_run for --shape tiny)")
+    p.add_argument("--modes-rows", type=int, default=200, help="turns annotated by each mode")
+    p.add_argument("--modes-batch-size", type=int, default=16)
+    p.add_argument("--freeform-tokens", default="64,256", help="freeform output lengths, one timed run each")
+    p.add_argument("--only", default="annotate,score,train,modes")
     args = p.parse_args()
     from transformers import AutoTokenizer
 
@@ -247,7 +299,7 @@ def main() -> None:
     results: dict = {"device": device_name, "shape": big, "rows": len(turns), "times_s": {}}
     only = args.only.split(",")
     times = results["times_s"]
-    if {"annotate", "score"} & set(only):
+    if {"annotate", "score", "modes"} & set(only):
         with timed(times, "build_and_save_model"):
             model_dir, config = build_rm_dir(big, tok, Path(args.work_dir) / big, args.device)
         if "annotate" in only:
@@ -257,11 +309,16 @@ def main() -> None:
         if "score" in only:
             with timed(times, "score"):
                 results["score"] = bench_score(model_dir, config, turns, args.device)
+        if "modes" in only:
+            with timed(times, "modes"):
+                results["modes"] = bench_modes(model_dir, turns[:args.modes_rows], args.modes_batch_size,
+                                               [int(n) for n in args.freeform_tokens.split(",")], args.device)
     if "train" in only:
         with timed(times, "train"):
             results["train"] = bench_train(train_shape, tok, turns, args.train_micro_batch, args.train_steps,
                                            args.train_checkpointing, args.device)
-    print(write_results("bench_gpu" if args.shape == "paper" else "bench_gpu_dry_run", results, render(results)))
+    name = args.name or ("bench_gpu" if args.shape == "paper" else "bench_gpu_dry_run")
+    print(write_results(name, results, render(results)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Hindsight-mining similarity: batched ``SimilarityScorer`` vs the original's pair-by-pair encoding.
 
 Compared, on the same MiniLM model loaded once: ``SimilarityScorer.__call__`` (every distinct feedback text encoded
-once, in large length-sorted batches, similarities as dot products) against ``score_pairwise`` (the original
+once, in length-sorted chunks of at most ``--batch-tokens`` padded tokens, similarities as dot products) against ``score_pairwise`` (the original
 script: one ``encode`` call of the two texts per candidate pair).
 
 Candidates come from the first ``--turns`` (default 10,000) real ShareGPT turns (``package:sharegpt`` through
@@ -15,12 +15,19 @@ similarities on the pairs both scored. Pair-by-pair on all candidates would take
 is timed on a random subset of ``--pairwise-sample`` (default 1,500, >= 1,000) candidates and its rate is
 extrapolated per pair; ``--pairwise-sample 0`` scores every candidate both ways.
 
+Both run on the GPU when there is one (sentence-transformers picks it). ``benchmarks/gpu_check.sh`` runs this script
+there with ``--turns-file`` (these turns' ids and feedback texts, written here by ``--write-turns``: that machine
+lacks the ShareGPT package) and ``--encoder`` (MiniLM's config and tokenizer with random weights: the real ones are
+too big to carry, and speed does not depend on their values).
+
 Run: ``HF_HUB_OFFLINE=1 python benchmarks/bench_mining.py [--turns 10000] [--pairwise-sample 1500]``;
 results go to benchmarks/results/bench_mining.json and .md.
 """
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import random
 import sys
@@ -50,8 +57,11 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, default=2)
     parser.add_argument("--pairwise-sample", type=int, default=1500,
                         help="candidates timed pair by pair (0 = all of them)")
-    parser.add_argument("--batch-size", type=int, default=256, help="mining.batch_size")
+    parser.add_argument("--batch-tokens", type=int, default=2048, help="mining.batch_tokens (GPUs: 65536)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--turns-file", help="read the turns from this file (see --write-turns), not the package")
+    parser.add_argument("--write-turns", help="write the turns' mining fields to this .jsonl.gz and exit")
+    parser.add_argument("--encoder", default="minilm", help="a model alias or a sentence-transformers folder")
     parser.add_argument("--name", default="bench_mining")
     args = parser.parse_args()
 
@@ -64,13 +74,27 @@ def main() -> None:
     load_before = os.getloadavg()
     timings: dict = {}
     with timed(timings, "read_turns_s"):
-        turns = kept_turns("package:sharegpt", args.turns)
+        if args.turns_file:
+            with gzip.open(args.turns_file, "rt", encoding="utf-8") as fh:
+                turns = [json.loads(line) for line, _ in zip(fh, range(args.turns))]
+        else:
+            turns = kept_turns("package:sharegpt", args.turns)
+    if args.write_turns:
+        with gzip.open(args.write_turns, "wt", encoding="utf-8") as fh:
+            for t in turns:
+                fh.write(json.dumps({k: t[k] for k in ("id", "conversation_id", "turn_index", "feedback")}) + "\n")
+        print(f"[bench] wrote {len(turns)} turns to {args.write_turns}")
+        return
     candidates = all_pairs(turns, args.lookahead)
     distinct = len({t for c in candidates for t in (c["text"], c["future_text"])})
     print(f"[bench] {len(turns)} turns -> {len(candidates)} candidate pairs ({distinct} distinct texts)", flush=True)
 
     with timed(timings, "model_load_s"):
-        scorer = SimilarityScorer(resolve_model("minilm"), args.batch_size)
+        scorer = SimilarityScorer(resolve_model(args.encoder), args.batch_tokens)
+    device = str(scorer.model.device)
+    if device.startswith("cuda"):
+        import torch
+        device = torch.cuda.get_device_name(0)
     scorer([candidates[0]])                     # warm-up, not timed
     score_pairwise(scorer.model, [candidates[0]])
 
@@ -93,8 +117,8 @@ def main() -> None:
     out = {
         "config": {"turns": len(turns), "lookahead": args.lookahead, "candidates": len(candidates),
                    "distinct_texts": distinct, "pairwise_sample": sample,
-                   "pairwise_extrapolated": sample < len(candidates), "batch_size": args.batch_size,
-                   "encoder": "minilm (all-MiniLM-L6-v2)", "seed": args.seed},
+                   "pairwise_extrapolated": sample < len(candidates), "batch_tokens": args.batch_tokens,
+                   "encoder": args.encoder, "turns_file": args.turns_file, "device": device, "seed": args.seed},
         **timings,
         "pairs_per_s": {"batched": round(batched_rate, 1), "pairwise": round(pairwise_rate, 2)},
         "pairwise_extrapolated_all_s": round(len(candidates) / pairwise_rate, 1),
@@ -109,9 +133,10 @@ def main() -> None:
                     if sample < len(candidates) else "timed on every candidate")
     md = f"""
 MiniLM similarity of hindsight-mining candidates: batched `SimilarityScorer` vs the original's pair-by-pair
-`score_pairwise`, same loaded model. Candidates: every (turn i, turn i+k), k <= {args.lookahead}, of the same
-conversation among the first {len(turns)} rule-filtered ShareGPT turns = {len(candidates)} pairs,
-{distinct} distinct feedback texts (worst case: as if every turn were neutral with a positive future).
+`score_pairwise`, same loaded model (`{args.encoder}` on {device}). Candidates: every (turn i, turn i+k),
+k <= {args.lookahead}, of the same conversation among the first {len(turns)} rule-filtered ShareGPT turns
+= {len(candidates)} pairs, {distinct} distinct feedback texts (worst case: as if every turn were neutral with a
+positive future).
 Pair-by-pair was {extrapolated}.
 
 | scorer | pairs | seconds | pairs/s | peak PSS (MB) |

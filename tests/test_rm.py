@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.conftest import build_tiny_bert
-from wildreward.rm import META_FILE, RewardModel, build_model, save_reward_model
+from wildreward.rm import META_FILE, RewardModel, build_model, save_reward_model, token_budget_chunks
 from wildreward.template import fit_rm_input
 
 MAX_LENGTH = 256
@@ -145,3 +145,15 @@ def test_save_load_score_roundtrip(backbone, head, tmp_path):
 def test_reward_model_without_meta_raises(spread_bert):
     with pytest.raises(FileNotFoundError, match=META_FILE):
         RewardModel(spread_bert)
+
+
+def test_token_budget_chunks():
+    lengths = [5, 1, 9, 3, 3, 20, 2]
+    chunks = token_budget_chunks(lengths, 10)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))  # every index exactly once
+    assert [lengths[i] for c in chunks for i in c] == sorted(lengths)        # shortest first
+    for chunk in chunks:  # padded size within budget, unless one item alone is over it
+        assert len(chunk) * max(lengths[i] for i in chunk) <= 10 or len(chunk) == 1
+    assert chunks == [[1, 6, 3], [4, 0], [2], [5]]
+    assert token_budget_chunks([], 10) == []
+

@@ -115,6 +115,21 @@ def save_reward_model(model: OrdinalRewardModel, tokenizer, out_dir: str | Path,
     return out
 
 
+def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length (shortest first) and cut into chunks whose padded size (rows x longest) is at most
+    ``max_tokens``; an item longer than the budget gets a chunk of its own. Long and short texts then do not pad
+    each other, and a chunk of long ones stays small enough to keep its activations in cache."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks, start = [], 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and (end + 1 - start) * lengths[order[end]] <= max_tokens:
+            end += 1
+        chunks.append(order[start:end])
+        start = end
+    return chunks
+
+
 class RewardModel:
     """A saved reward model, ready to score (history, query, response) examples."""
 
@@ -139,21 +154,14 @@ class RewardModel:
         chunks of at most ``max_batch_tokens`` padded tokens, so long and short texts do not pad each other."""
         ids = self.tokenizer(list(texts), truncation=True, max_length=self.meta["max_length"],
                              verbose=False)["input_ids"]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = torch.empty((len(ids), self.meta["num_levels"] - 1))
-        start = 0
-        while start < len(order):
-            end = start + 1  # grow the chunk while its padded size (rows x longest) fits the budget
-            while end < len(order) and (end + 1 - start) * len(ids[order[end]]) <= max_batch_tokens:
-                end += 1
-            chunk = order[start:end]
+        for chunk in token_budget_chunks([len(x) for x in ids], max_batch_tokens):
             enc = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(self.device)
             with torch.inference_mode():
                 logits = self.model.backbone(**enc).logits.float()
             if self.meta["head"] == "coral":
                 logits = logits[:, :1] - self.cutpoints
             out[chunk] = logits.cpu()
-            start = end
         return out
 
     def texts(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:

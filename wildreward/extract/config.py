@@ -80,7 +80,11 @@ class MiningConfig(Section):
     mined_label: Literal["paper", "copy"] = Field("paper", description=(
         "paper: mined turns get raw label 4 (level 3, Fig. 1); copy: the future turn's label (original code)."))
     encoder: str = "minilm"
-    batch_size: int = 256
+    batch_size: int = Field(256, ge=1, description=(
+        "Candidate pairs per encoder-actor call; the texts of a call are encoded once each."))
+    batch_tokens: int = Field(2048, ge=1, description=(
+        "Padded tokens per encoder forward pass (length-sorted chunks). About 2k suits CPUs, where bigger chunks "
+        "spill the caches; GPUs want 32k or more."))
     num_cpus: float = Field(1.0, gt=0, description="Per encoder actor.")
 
 

@@ -53,27 +53,43 @@ class SimilarityScorer:
     """Cosine similarity of ``text`` vs ``future_text`` for a batch of candidates, with the model loaded once.
 
     A feedback message shows up in several candidates (as the neutral turn's text and as a future text), so every
-    distinct text of the call is encoded exactly once, in large length-sorted batches, and the similarities are
-    dot products of normalised embeddings.
+    distinct text of the call is encoded exactly once, in length-sorted chunks of at most ``batch_tokens`` padded
+    tokens, and the similarities are dot products of normalised embeddings. A token budget rather than a text
+    count: feedback is mostly short with a long tail, and on a CPU a chunk of 256 long texts spills the caches
+    (12.8 ms per text at 256 texts vs 4.0 at 2,048 tokens, measured on ShareGPT feedback).
     """
 
-    def __init__(self, encoder_path: str, batch_size: int = 256):
+    def __init__(self, encoder_path: str, batch_tokens: int = 2048):
         # Imported here: torch takes seconds to import, and the other mining steps do not need it.
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(encoder_path)
-        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
 
     def __call__(self, candidates: list[dict]) -> list[float]:
         if not candidates:
             return []
         texts = list(dict.fromkeys(t for c in candidates for t in (c["text"], c["future_text"])))
         row_of = {text: row for row, text in enumerate(texts)}
-        embeddings = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=False)
+        embeddings = self.encode(texts)
         left = embeddings[[row_of[c["text"]] for c in candidates]]
         right = embeddings[[row_of[c["future_text"]] for c in candidates]]
         return np.einsum("ij,ij->i", left, right).astype(float).tolist()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Normalised embeddings [len(texts), dim], in input order."""
+        from wildreward.rm import token_budget_chunks
+
+        lengths = [len(ids) for ids in self.model.tokenizer(texts, truncation=True,
+                                                            max_length=self.model.max_seq_length)["input_ids"]]
+        out = None
+        for chunk in token_budget_chunks(lengths, self.batch_tokens):
+            emb = self.model.encode([texts[i] for i in chunk], batch_size=len(chunk), normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+            if out is None:
+                out = np.empty((len(texts), emb.shape[1]), dtype=emb.dtype)
+            out[chunk] = emb
+        return out
 
 
 def score_pairwise(scorer_model, candidates: list[dict]) -> list[float]:

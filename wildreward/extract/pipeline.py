@@ -122,11 +122,11 @@ def candidates_udf(group: pa.Table, lookahead: int) -> pa.Table:
 
 
 class SimilarityUDF:
-    def __init__(self, encoder: str, batch_size: int):
+    def __init__(self, encoder: str, batch_tokens: int):
         from wildreward.extract.mine import SimilarityScorer
         from wildreward.models import resolve_model
 
-        self.score = SimilarityScorer(resolve_model(encoder), batch_size)
+        self.score = SimilarityScorer(resolve_model(encoder), batch_tokens)
 
     def __call__(self, candidates: pa.Table) -> pa.Table:
         sims = self.score(candidates.to_pylist()) if candidates.num_rows else []
@@ -342,7 +342,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
             lambda t: t.filter(pc.is_valid(t["label"])))
         cands = rc.group_map(labelled, "conversation_id", lambda g: candidates_udf(g, cfg.mining.lookahead))
         scored = rc.map_with_actors(cands, SimilarityUDF, {"encoder": cfg.mining.encoder,
-                                                           "batch_size": cfg.mining.batch_size},
+                                                           "batch_tokens": cfg.mining.batch_tokens},
                                     batch_size=cfg.mining.batch_size, num_cpus=cfg.mining.num_cpus)
         rc.write_parquet(scored, str(d))
         t = read_table(d, ["id"])
