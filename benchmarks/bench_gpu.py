@@ -45,6 +45,8 @@ PEAK_BF16_TFLOPS = 989.0
 SHAPES = {  # Qwen3 sizes: hidden, layers, MLP, query heads, KV heads (head_dim 128)
     "qwen3-4b": dict(hidden_size=2560, num_hidden_layers=36, intermediate_size=9728, num_attention_heads=32,
                      num_key_value_heads=8),
+    "qwen3-0.6b": dict(hidden_size=1024, num_hidden_layers=28, intermediate_size=3072, num_attention_heads=16,
+                       num_key_value_heads=8),
     "qwen3-1.7b": dict(hidden_size=2048, num_hidden_layers=28, intermediate_size=6144, num_attention_heads=16,
                        num_key_value_heads=8),
     "tiny": dict(hidden_size=128, num_hidden_layers=2, intermediate_size=256, num_attention_heads=2,

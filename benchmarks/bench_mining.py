@@ -16,7 +16,7 @@ is timed on a random subset of ``--pairwise-sample`` (default 1,500, >= 1,000) c
 extrapolated per pair; ``--pairwise-sample 0`` scores every candidate both ways.
 
 Both run on the GPU when there is one (sentence-transformers picks it). ``benchmarks/gpu_check.sh`` runs this script
-there with ``--turns-file`` (these turns' ids and feedback texts, written here by ``--write-turns``: that machine
+there with ``--source`` (these turns' ids and feedback texts in a turns file that ``--prepare`` writes: that machine
 lacks the ShareGPT package) and ``--encoder`` (MiniLM's config and tokenizer with random weights: the real ones are
 too big to carry, and speed does not depend on their values).
 
@@ -26,8 +26,6 @@ results go to benchmarks/results/bench_mining.json and .md.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import random
 import sys
@@ -59,8 +57,7 @@ def main() -> None:
                         help="candidates timed pair by pair (0 = all of them)")
     parser.add_argument("--batch-tokens", type=int, default=2048, help="mining.batch_tokens (GPUs: 65536)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--turns-file", help="read the turns from this file (see --write-turns), not the package")
-    parser.add_argument("--write-turns", help="write the turns' mining fields to this .jsonl.gz and exit")
+    parser.add_argument("--source", default="package:sharegpt", help="chat logs, or a saved .turns.jsonl.gz")
     parser.add_argument("--encoder", default="minilm", help="a model alias or a sentence-transformers folder")
     parser.add_argument("--name", default="bench_mining")
     args = parser.parse_args()
@@ -74,17 +71,7 @@ def main() -> None:
     load_before = os.getloadavg()
     timings: dict = {}
     with timed(timings, "read_turns_s"):
-        if args.turns_file:
-            with gzip.open(args.turns_file, "rt", encoding="utf-8") as fh:
-                turns = [json.loads(line) for line, _ in zip(fh, range(args.turns))]
-        else:
-            turns = kept_turns("package:sharegpt", args.turns)
-    if args.write_turns:
-        with gzip.open(args.write_turns, "wt", encoding="utf-8") as fh:
-            for t in turns:
-                fh.write(json.dumps({k: t[k] for k in ("id", "conversation_id", "turn_index", "feedback")}) + "\n")
-        print(f"[bench] wrote {len(turns)} turns to {args.write_turns}")
-        return
+        turns = kept_turns(args.source, args.turns)
     candidates = all_pairs(turns, args.lookahead)
     distinct = len({t for c in candidates for t in (c["text"], c["future_text"])})
     print(f"[bench] {len(turns)} turns -> {len(candidates)} candidate pairs ({distinct} distinct texts)", flush=True)
@@ -118,7 +105,7 @@ def main() -> None:
         "config": {"turns": len(turns), "lookahead": args.lookahead, "candidates": len(candidates),
                    "distinct_texts": distinct, "pairwise_sample": sample,
                    "pairwise_extrapolated": sample < len(candidates), "batch_tokens": args.batch_tokens,
-                   "encoder": args.encoder, "turns_file": args.turns_file, "device": device, "seed": args.seed},
+                   "encoder": args.encoder, "source": args.source, "device": device, "seed": args.seed},
         **timings,
         "pairs_per_s": {"batched": round(batched_rate, 1), "pairwise": round(pairwise_rate, 2)},
         "pairwise_extrapolated_all_s": round(len(candidates) / pairwise_rate, 1),

@@ -1,7 +1,9 @@
 """bench_serve: the reward-model service under load, each figure against a baseline measured in the same run.
 
 Model: an ordinal RM on the real all-MiniLM-L6-v2 backbone (512 tokens, untrained head: speed does not depend on
-the weights); texts: real chat-log turns in the training template, so lengths vary as in use.
+the weights); texts: real chat-log turns in the training template, so lengths vary as in use. On a GPU
+(``--device cuda``, run by ``gpu_check.sh``'s ``serve`` part) the RM is a Qwen3-shaped decoder with random weights
+(``--backbone qwen3-0.6b``, 4096 tokens, bf16 in both servers), and the turns come from a saved turns file.
 
 1. Closed-loop load at concurrency 1/8/32/64, one text per request: `wildreward serve` (one Ray Serve replica,
    cross-request batching) vs a baseline written like the original (benchmarks/baseline_rm_server.py: FastAPI,
@@ -14,6 +16,7 @@ the weights); texts: real chat-log turns in the training template, so lengths va
 
     .venv/bin/python benchmarks/bench_serve.py            # ~10 min on 2 CPUs
     .venv/bin/python benchmarks/bench_serve.py --quick    # smoke run
+    python3 benchmarks/bench_serve.py --device cuda --backbone qwen3-0.6b --tokenizer DIR --source F.turns.jsonl.gz
 """
 from __future__ import annotations
 
@@ -34,30 +37,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import kept_turns, write_results  # noqa: E402
 
-CHATLOGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "chatlogs"
+CHATLOGS = Path(os.environ.get("WILDREWARD_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "chatlogs"
+SOURCES = [str(CHATLOGS / name) for name in ("wildchat_sample.jsonl", "chatbot_arena_sample.jsonl",
+                                             "lmsys_chat_sample.jsonl")]
 THREADS = 2  # torch threads for the replica and the baseline alike
 BASELINE_PORT, SERVE_PORT = 8471, 8472
 
 
-def build_rm(out: Path) -> str:
+def build_rm(out: Path, backbone: str, tokenizer: str | None, device: str) -> str:
     import torch
 
+    torch.manual_seed(0)
+    if backbone != "minilm":  # a random Qwen3 shape, saved as training exports it
+        from transformers import AutoTokenizer
+
+        from benchmarks.bench_gpu import build_rm_dir
+
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return str(build_rm_dir(backbone, tok, out, device)[0])
     from wildreward.models import resolve_model
     from wildreward.rm import build_model, save_reward_model
 
-    torch.manual_seed(0)
     model, tok = build_model(resolve_model("minilm"), "independent", 4)
     return str(save_reward_model(model.eval(), tok, out, max_length=512, truncation="middle"))
 
 
-def real_texts(model_dir: str, n: int) -> list[str]:
+def real_texts(model_dir: str, sources: list[str], n: int) -> list[str]:
+    """``n`` turns, an equal share from each source, in the RM's template."""
     from wildreward.rm import RewardModel
 
     rm = RewardModel(model_dir)
-    turns = []
-    for source in ("wildchat_sample.jsonl", "chatbot_arena_sample.jsonl", "lmsys_chat_sample.jsonl"):
-        turns += kept_turns(str(CHATLOGS / source), n // 3)
-    return rm.texts(turns)
+    return rm.texts([t for source in sources for t in kept_turns(source, n // len(sources))])
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -134,8 +146,10 @@ def wait_ready(url: str, timeout_s: float = 180) -> None:
     raise TimeoutError(f"{url} not ready after {timeout_s} s")
 
 
-def run_baseline(model_dir: str, texts: list[str], levels: list[int], per_level: int) -> dict:
-    env = {**os.environ, "MODEL_PATH": model_dir, "OMP_NUM_THREADS": str(THREADS), "MAX_LENGTH": "512"}
+def run_baseline(model_dir: str, texts: list[str], levels: list[int], per_level: int, device: str,
+                 max_length: int) -> dict:
+    env = {**os.environ, "MODEL_PATH": model_dir, "OMP_NUM_THREADS": str(THREADS), "MAX_LENGTH": str(max_length),
+           "DEVICE": device}
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "benchmarks.baseline_rm_server:app", "--host",
                                "127.0.0.1", "--port", str(BASELINE_PORT), "--log-level", "warning"],
                               cwd=Path(__file__).resolve().parents[1], env=env)
@@ -154,14 +168,16 @@ def run_baseline(model_dir: str, texts: list[str], levels: list[int], per_level:
         server.wait(30)
 
 
-def run_serve(model_dir: str, texts: list[str], levels: list[int], per_level: int, overload_s: float) -> dict:
+def run_serve(model_dir: str, texts: list[str], levels: list[int], per_level: int, overload_s: float,
+              device: str) -> dict:
     from wildreward import ray_compat as rc
     from wildreward.serve.app import build_app
     from wildreward.serve.config import ServeConfig
 
     rc.init_ray(num_cpus=THREADS + 2)
     cfg = ServeConfig(model_dir=model_dir, port=SERVE_PORT, num_cpus=THREADS, max_batch_size=32,
-                      batch_wait_timeout_s=0.01, max_queued_requests=64)
+                      batch_wait_timeout_s=0.01, max_queued_requests=64, device=device,
+                      num_gpus=1 if device == "cuda" else 0)
     rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port)
     base = f"http://127.0.0.1:{SERVE_PORT}"
     try:
@@ -190,14 +206,15 @@ def run_serve(model_dir: str, texts: list[str], levels: list[int], per_level: in
         rc.serve_shutdown()
 
 
-def offline_rate(model_dir: str, texts: list[str], batch: int) -> float:
-    """Texts/s of the offline forward pass in batches of ``batch`` texts (length-sorted inside each call)."""
+def offline_rate(model_dir: str, texts: list[str], batch: int, device: str) -> float:
+    """Texts/s of the offline forward pass in batches of ``batch`` texts (length-sorted inside each call), in the
+    dtype the replica uses."""
     import torch
 
     from wildreward.rm import RewardModel
 
     torch.set_num_threads(THREADS)
-    rm = RewardModel(model_dir)
+    rm = RewardModel(model_dir, device=device, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     rm.logits_for_texts(texts[:batch])  # warm-up
     start = time.perf_counter()
     for i in range(0, len(texts), batch):
@@ -237,18 +254,30 @@ def to_markdown(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--backbone", default="minilm", help="minilm (real weights) or a bench_gpu Qwen3 shape")
+    parser.add_argument("--tokenizer", help="tokenizer folder for a Qwen3 shape (SmolLM2's)")
+    parser.add_argument("--source", action="append", help="chat logs or a saved turns file (repeatable; default: "
+                                                          "the WildChat, Arena and LMSYS samples)")
+    parser.add_argument("--name", help="results/<name>.json/.md (default bench_serve, or bench_serve_quick)")
     args = parser.parse_args()
     levels = [1, 8, 32, 64]
     per_level, overload_s = (60, 4) if args.quick else (400, 15)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_rm(Path(tmp) / "rm")
-        texts = real_texts(model_dir, 600)
-        baseline = run_baseline(model_dir, texts, levels, per_level)
-        serve = run_serve(model_dir, texts, levels, per_level, overload_s)
+        model_dir = build_rm(Path(tmp) / "rm", args.backbone, args.tokenizer, args.device)
+        max_length = 512 if args.backbone == "minilm" else 4096
+        texts = real_texts(model_dir, args.source or SOURCES, 600)
+        baseline = run_baseline(model_dir, texts, levels, per_level, args.device, max_length)
+        serve = run_serve(model_dir, texts, levels, per_level, overload_s, args.device)
         batch = max(1, round(serve["sweep"][64]["mean_batch"]))
-        offline = offline_rate(model_dir, texts, batch)
+        offline = offline_rate(model_dir, texts, batch, args.device)
     tokens = [len(t) for t in texts]
-    results = {"texts": len(texts), "mean_chars": round(statistics.mean(tokens)), "threads": THREADS,
+    device = args.device
+    if device == "cuda":
+        import torch
+        device = torch.cuda.get_device_name(0)
+    results = {"device": device, "backbone": args.backbone, "max_length": max_length,
+               "texts": len(texts), "mean_chars": round(statistics.mean(tokens)), "threads": THREADS,
                "baseline": baseline, "serve": serve, "overload_s": overload_s}
     results["targets"] = {
         "rps_ratio_c32": round(serve["sweep"][32]["rps"] / baseline["sweep"][32]["rps"], 2),
@@ -256,7 +285,8 @@ def main() -> None:
         "served_texts_per_s": serve["sweep"][64]["rps"], "efficiency_batch": batch,
         "offline_texts_per_s": round(offline, 2), "serving_efficiency": round(serve["sweep"][64]["rps"] / offline, 3),
         "same_rewards": max(abs(a - b) for a, b in zip(baseline["sample_rewards"], serve["sample_rewards"])) < 1e-3}
-    print(write_results("bench_serve" + ("_quick" if args.quick else ""), results, to_markdown(results)))
+    name = args.name or "bench_serve" + ("_quick" if args.quick else "")
+    print(write_results(name, results, to_markdown(results)))
     print(to_markdown(results))
 
 

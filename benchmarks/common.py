@@ -1,9 +1,10 @@
 """Shared benchmark plumbing: results as JSON + markdown, peak memory of a process tree, timers."""
 from __future__ import annotations
 
+import gzip
 import json
-import shutil
 import os
+import shutil
 import platform
 import threading
 import time
@@ -124,7 +125,11 @@ def timed(into: dict, key: str):
 
 def kept_turns(path: str, n: int) -> list[dict]:
     """The first ``n`` turns of a chat-log file (or ``package:sharegpt``), in file order, from conversations that
-    read cleanly and passing the rule filters: real annotator input, without starting Ray."""
+    read cleanly and passing the rule filters: real annotator input, without starting Ray. A ``.turns.jsonl.gz``
+    file holds turns saved by ``save_turns`` (what ``gpu_check.sh --prepare`` carries to the GPU machine)."""
+    if path.endswith(TURNS_SUFFIX):
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            return [json.loads(line) for line, _ in zip(fh, range(n))]
     from wildreward.extract.config import FilterConfig, ReadConfig
     from wildreward.extract.filters import filter_reason
     from wildreward.extract.read import plan_read_tasks, read_task
@@ -142,6 +147,19 @@ def kept_turns(path: str, n: int) -> list[dict]:
                     if len(turns) == n:
                         return turns
     return turns
+
+
+TURNS_SUFFIX = ".turns.jsonl.gz"
+TURN_FIELDS = ("id", "conversation_id", "turn_index", "history", "query", "response", "feedback")
+
+
+def save_turns(path: str, turns: list[dict], fields: tuple[str, ...] = TURN_FIELDS) -> None:
+    """Write ``fields`` of each turn for ``kept_turns`` to read back elsewhere (no chat logs needed there)."""
+    if not path.endswith(TURNS_SUFFIX):
+        raise ValueError(f"{path}: a turns file must end with {TURNS_SUFFIX}")
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for turn in turns:
+            fh.write(json.dumps({k: turn[k] for k in fields}, ensure_ascii=False) + "\n")
 
 
 def write_results(name: str, results: dict, markdown: str) -> Path:

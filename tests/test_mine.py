@@ -4,10 +4,11 @@ import random
 
 import pytest
 
+from tests.conftest import CHATLOGS
 from wildreward.extract.mine import SimilarityScorer, find_mining_candidates, resolve_mining, score_pairwise
 from wildreward.models import resolve_model
 
-WILDCHAT = "/work/shared/data/chatlogs/wildchat_sample.jsonl"
+WILDCHAT = CHATLOGS / "wildchat_sample.jsonl"
 
 
 def turn(conversation_id, index, label, feedback=None):
