@@ -106,7 +106,7 @@ def bench_annotate(model_dir: Path, config, turns: list[dict], batch_sizes: list
     out = []
     backend = None
     for bs in batch_sizes:
-        cfg = AnnotatorConfig(model=str(model_dir), batch_size=bs)
+        cfg = AnnotatorConfig(model=str(model_dir), batch_size=bs, batch_tokens=1 << 20)  # rows alone set the size
         if backend is None:
             backend = HFBackend(cfg, RATINGS)
         backend.cfg = cfg  # same weights, another batch size
@@ -211,7 +211,7 @@ def bench_modes(model_dir: Path, turns: list[dict], batch_size: int, lengths: li
     from wildreward.extract.backends import HFBackend
     from wildreward.extract.config import AnnotatorConfig
 
-    cfg = AnnotatorConfig(model=str(model_dir), batch_size=batch_size, mode="constrained")
+    cfg = AnnotatorConfig(model=str(model_dir), batch_size=batch_size, batch_tokens=1 << 20, mode="constrained")
     backend = HFBackend(cfg, RATINGS)
 
     def run(annotator) -> tuple[float, int]:

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from wildreward.extract.annotate import RATINGS, FeedbackAnnotator
-from wildreward.extract.backends import HttpBackend, Result, make_backend, run_per_row_on_failure
+from wildreward.extract.backends import HttpBackend, Result, make_backend, render_prompts, run_per_row_on_failure
 from wildreward.http_retry import parse_retry_after
 from wildreward.extract.config import AnnotatorConfig, HttpConfig
 
@@ -33,6 +33,24 @@ def test_hf_choice_probs_ignore_left_padding(tiny_lm):
     assert batched[1].probs == pytest.approx(alone, abs=1e-4)
     for result in batched:
         assert result.error is None and len(result.probs) == 5 and sum(result.probs) == pytest.approx(1.0)
+
+
+def test_hf_passes_respect_rows_and_padded_tokens(tiny_lm, monkeypatch):
+    backend = make_backend(AnnotatorConfig(backend="hf", model=tiny_lm, batch_size=3, batch_tokens=300), RATINGS)
+    convs = [[{"role": "user", "content": "Rate this. " + "word " * n}] for n in (0, 200, 5, 0, 120, 10, 1, 2)]
+    alone = [backend.choice_probs([conv], RATINGS)[0].probs for conv in convs]
+    passes = []
+    choice_batch = backend._choice_batch
+    monkeypatch.setattr(backend, "_choice_batch", lambda batch, ids: passes.append(batch) or choice_batch(batch, ids))
+    results = backend.choice_probs(convs, RATINGS)
+    assert sorted(len(ids) for batch in passes for ids in batch) == sorted(
+        len(ids) for ids in render_prompts(backend.tokenizer, convs))  # every prompt in exactly one pass
+    for batch in passes:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(len(ids) for ids in batch) <= 300
+    assert len(passes[-1]) == 1 and len(passes[-1][0]) > 300 / 2  # the longest prompt ran alone
+    for result, expected in zip(results, alone):  # input order restored, padding does not change the answer
+        assert result.probs == pytest.approx(expected, abs=1e-4)
 
 
 def test_hf_rejects_multi_token_choices_at_construction(tiny_lm):

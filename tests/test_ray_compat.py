@@ -112,13 +112,16 @@ def test_written_files_have_whole_row_groups(ray_local, tmp_path):
                                                                            for m in metas]
 
 
-def test_each_stage_gets_its_own_object_store_share(ray_local):
-    """The pipeline job runs every stage in one driver: extraction's share must not carry over to the stages
-    after it, which call init_ray without one and get Ray's default."""
+def test_each_stage_gets_its_own_data_settings(ray_local):
+    """The pipeline job runs every stage in one driver: extraction's object-store share and training's ordering
+    must not carry over to the stages after them, which call init_ray without them and get Ray's defaults."""
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     rc.init_ray(object_store_fraction=0.05)
     assert ctx.override_object_store_memory_limit_fraction == 0.05
+    rc.init_ray(preserve_order=True)
+    ctx = ray.data.DataContext.get_current()
+    assert ctx.override_object_store_memory_limit_fraction is None and ctx.execution_options.preserve_order
     rc.init_ray()
-    assert ray.data.DataContext.get_current().override_object_store_memory_limit_fraction is None
+    assert not ray.data.DataContext.get_current().execution_options.preserve_order

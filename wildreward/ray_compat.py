@@ -18,11 +18,13 @@ LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "dis
                  "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
 
 
-def init_ray(num_cpus: int | None = None, object_store_fraction: float | None = None) -> None:
+def init_ray(num_cpus: int | None = None, object_store_fraction: float | None = None,
+             preserve_order: bool = False) -> None:
     """Join the cluster of a ``ray job submit`` (RAY_ADDRESS set) or start a private local one.
 
-    ``object_store_fraction``: the share of the cluster's object store Ray Data may fill with blocks in flight
-    in the stage that calls this (None: Ray's default, half)."""
+    The other two settings hold for the Ray Data work of the stage that calls this. ``object_store_fraction``: the
+    share of the cluster's object store blocks in flight may fill (None: Ray's default, half). ``preserve_order``:
+    operators keep their input order, so limits and splits pick the same rows in a resumed run."""
     import ray
 
     if not ray.is_initialized():
@@ -46,8 +48,9 @@ def init_ray(num_cpus: int | None = None, object_store_fraction: float | None = 
     # output outgrows its input (final_udf adds the RM text) made the 500k-turn peak (1.3 GB over its tasks).
     ctx.target_max_block_size = 32 * 2**20
     # Set on every call: the pipeline job runs all stages in one driver, and extraction's small share must not
-    # carry over to training's ingest or eval.
+    # carry over to training's ingest or eval, nor training's ordering to eval.
     ctx.override_object_store_memory_limit_fraction = object_store_fraction
+    ctx.execution_options.preserve_order = preserve_order
 
 
 def from_items(items: list[dict], num_blocks: int | None = None):
@@ -149,13 +152,6 @@ def fit_torch(train_fn: Callable[[dict], None], loop_config: dict, *, datasets: 
                              checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep)),
         datasets=datasets, dataset_config=DataConfig(datasets_to_split=split, execution_options=ingest))
     return trainer.fit()
-
-
-def preserve_data_order() -> None:
-    """Ray Data operators in this process keep their input order (limits and splits become deterministic)."""
-    import ray.data
-
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
 
 
 def train_rank() -> tuple[int, int]:

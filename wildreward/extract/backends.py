@@ -113,8 +113,10 @@ class LocalModel:
 
 
 class HFBackend(LocalModel):
-    """transformers on CPU or one GPU. Prompts are sorted by length and left-padded in batches of ``cfg.batch_size``
-    so little compute goes to padding."""
+    """transformers on CPU or one GPU. Prompts are sorted by length and left-padded in batches of
+    ``cfg.batch_size`` rows, so little compute goes to padding. A choice pass (one forward, no decoding) is also
+    held to ``cfg.batch_tokens`` padded tokens, so long prompts do not share it; generation keeps whole batches,
+    because every decoding step costs about the same for one row as for eight."""
 
     def __init__(self, cfg: AnnotatorConfig, choices: Sequence[str] = ()):
         import torch
@@ -136,14 +138,17 @@ class HFBackend(LocalModel):
             self.choice_ids(choices)
 
     def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
-        return self._run_batched(conversations, self.cfg.max_tokens, self._generate_batch)
+        return self._run_batched(conversations, self.cfg.max_tokens, self._generate_batch, budget=1 << 62)
 
     def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
         ids = self.choice_ids(choices)
-        return self._run_batched(conversations, 0, lambda batch: self._choice_batch(batch, ids))
+        return self._run_batched(conversations, 0, lambda batch: self._choice_batch(batch, ids),
+                                 budget=self.cfg.batch_tokens)
 
-    def _run_batched(self, conversations, new_tokens: int, run) -> list[Result]:
+    def _run_batched(self, conversations, new_tokens: int, run, budget: int) -> list[Result]:
         """Drop over-long prompts as errors, run the rest in length-sorted batches, restore the input order."""
+        from wildreward.rm import token_budget_chunks
+
         prompts = render_prompts(self.tokenizer, conversations)
         results: list[Result | None] = [None] * len(prompts)
         ok = []
@@ -152,12 +157,12 @@ class HFBackend(LocalModel):
                 results[i] = Result(error=f"prompt too long: {len(ids)} tokens + {new_tokens} new > {self.max_len}")
             else:
                 ok.append(i)
-        ok.sort(key=lambda i: len(prompts[i]))
         size = self.cfg.batch_size
-        for start in range(0, len(ok), size):
-            chunk = ok[start:start + size]
-            for i, result in zip(chunk, run_per_row_on_failure(run, [prompts[i] for i in chunk])):
-                results[i] = result
+        for chunk in token_budget_chunks([len(prompts[i]) for i in ok], budget):
+            for start in range(0, len(chunk), size):
+                rows = [ok[j] for j in chunk[start:start + size]]
+                for i, result in zip(rows, run_per_row_on_failure(run, [prompts[i] for i in rows])):
+                    results[i] = result
         return results
 
     def _pad(self, batch: list[list[int]]):

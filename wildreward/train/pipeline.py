@@ -124,8 +124,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError("data.train is empty: give the train/ folder of `wildreward extract`")
     check_max_length(cfg)
     save_config(cfg, out, "train")
-    rc.init_ray()
-    rc.preserve_data_order()  # `data.max_*_rows` must pick the same rows in a resumed run
+    rc.init_ray(preserve_order=True)  # `data.max_*_rows` must pick the same rows in a resumed run
     train_ds, train_rows = load_split(cfg.data.train, cfg, cfg.data.max_train_rows, "train", shuffle=True)
     datasets = {"train": train_ds}
     test_rows = 0
