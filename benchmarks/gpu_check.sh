@@ -112,10 +112,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 status=0
 if [[ $PARTS == *,mining,* ]]; then
-    python3 -c "import sys; from transformers import BertConfig, BertModel; \
-BertModel(BertConfig.from_pretrained(sys.argv[1])).save_pretrained(sys.argv[1])" "$MINILM"  # random weights
-    timeout 150 python3 benchmarks/bench_mining.py --source "$DATA/sharegpt.turns.jsonl.gz" --encoder "$MINILM" \
-        --batch-tokens 65536 --name bench_mining_gpu 2>&1 | tee "$OUT/bench_mining.log" || status=1
+    # Random weights first; a failure here must not stop the later parts (set -e), so both run in one group.
+    { python3 -c "import sys; from transformers import BertConfig, BertModel; \
+BertModel(BertConfig.from_pretrained(sys.argv[1])).save_pretrained(sys.argv[1])" "$MINILM" &&
+      timeout 150 python3 benchmarks/bench_mining.py --source "$DATA/sharegpt.turns.jsonl.gz" --encoder "$MINILM" \
+        --batch-tokens 65536 --name bench_mining_gpu; } 2>&1 | tee "$OUT/bench_mining.log" || status=1
     cp benchmarks/results/bench_mining_gpu.* "$OUT/" 2>/dev/null || true
 fi
 if [[ $PARTS == *,serve,* ]]; then
