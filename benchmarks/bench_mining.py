@@ -1,8 +1,8 @@
 """Hindsight-mining similarity: batched ``SimilarityScorer`` vs the original's pair-by-pair encoding.
 
 Compared, on the same MiniLM model loaded once: ``SimilarityScorer.__call__`` (every distinct feedback text encoded
-once, in length-sorted chunks of at most ``--batch-tokens`` padded tokens, similarities as dot products) against ``score_pairwise`` (the original
-script: one ``encode`` call of the two texts per candidate pair).
+once, in length-sorted chunks of at most ``--batch-tokens`` padded tokens, similarities as dot products) against
+``score_pairwise`` (the original script: one ``encode`` call of the two texts per candidate pair).
 
 Candidates come from the first ``--turns`` (default 10,000) real ShareGPT turns (``package:sharegpt`` through
 ``wildreward.extract.read`` and ``turns``, rule filters applied as in the pipeline, so these are the turns that

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -36,8 +37,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import kept_turns, write_results  # noqa: E402
+from wildreward.rm import META_FILE  # noqa: E402
 
-CHATLOGS = Path(os.environ.get("WILDREWARD_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "chatlogs"
+SHARED = Path(os.environ.get("WILDREWARD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+CHATLOGS = SHARED / "data" / "chatlogs"
 SOURCES = [str(CHATLOGS / name) for name in ("wildchat_sample.jsonl", "chatbot_arena_sample.jsonl",
                                              "lmsys_chat_sample.jsonl")]
 THREADS = 2  # torch threads for the replica and the baseline alike
@@ -265,7 +268,7 @@ def main() -> None:
     per_level, overload_s = (60, 4) if args.quick else (400, 15)
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_rm(Path(tmp) / "rm", args.backbone, args.tokenizer, args.device)
-        max_length = 512 if args.backbone == "minilm" else 4096
+        max_length = json.loads((Path(model_dir) / META_FILE).read_text())["max_length"]  # as the model was saved
         texts = real_texts(model_dir, args.source or SOURCES, 600)
         baseline = run_baseline(model_dir, texts, levels, per_level, args.device, max_length)
         serve = run_serve(model_dir, texts, levels, per_level, overload_s, args.device)
