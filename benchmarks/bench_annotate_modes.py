@@ -1,4 +1,4 @@
-"""Constrained vs freeform feedback annotation: same model, same real turns, one loaded backend.
+"""Constrained vs freeform feedback annotation: same model, same real turns.
 
 Compared: ``FeedbackAnnotator`` in ``constrained`` mode (one forward pass, label = argmax of the next-token
 distribution over "1".."5") against ``freeform`` mode (the paper's way: the model reasons, then ``[[n]]`` is parsed),
@@ -6,16 +6,20 @@ both on the SAME model (default SmolLM2-135M-Instruct, ``annotator.model=smollm2
 first N turns of ``wildchat_sample.jsonl`` that pass the paper's rule filters (read, turns and filters of
 ``wildreward.extract``).
 
-Reported: rows/s of each mode (model load and a one-batch warm-up excluded; both modes share ONE loaded backend, so
-one vLLM engine serves both), their ratio (target: constrained >= 10x freeform), the freeform parse rate, label
-agreement on rows where both modes gave a label, and each mode's label distribution. Rows are fed in chunks of
-``--batch-size`` (the pipeline's ``annotator.batch_size``, default 8), as a Ray Data actor would get them. Between
+Reported: rows/s of each mode (model load and a one-batch warm-up excluded; by default both modes share ONE
+loaded backend, so one vLLM engine serves both), their ratio (target: constrained >= 10x freeform), the freeform
+parse rate, label agreement on rows where both modes gave a label, and each mode's label distribution. Rows are fed
+in chunks of ``--batch-size`` (the pipeline's ``annotator.batch_size``, default 8), as a Ray Data actor would get
+them. Between
 the two modes the vLLM prefix cache is reset, so freeform does not reuse the constrained prompts' KV cache.
+
+``--freeform-backend`` runs freeform on another backend (its own loaded model): on CPUs the fastest backend differs
+by mode (transformers for one forward pass, vLLM for decoding), and a user picks the best one for the mode they run.
 
 Run (vLLM on CPU by default; ``--backend hf`` for transformers; results go to benchmarks/results/):
 
     HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 python benchmarks/bench_annotate_modes.py [--n 200] [--backend vllm]
-        [--max-field-chars 1000] [--max-tokens 256] [--batch-size 8] [--temperature 0.5]
+        [--freeform-backend vllm|hf] [--max-field-chars 1000] [--max-tokens 256] [--batch-size 8] [--temperature 0.5]
 """
 from __future__ import annotations
 
@@ -69,6 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200, help="real turns annotated by each mode")
     parser.add_argument("--backend", choices=["vllm", "hf"], default="vllm")
+    parser.add_argument("--freeform-backend", choices=["vllm", "hf"], help="default: the same as --backend")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--max-field-chars", type=int, default=1000)
     parser.add_argument("--max-tokens", type=int, default=256, help="freeform generation budget")
@@ -89,17 +94,19 @@ def main() -> None:
     cfg = AnnotatorConfig(backend=args.backend, model=args.model, mode="constrained", batch_size=args.batch_size,
                           max_field_chars=args.max_field_chars, max_tokens=args.max_tokens,
                           temperature=args.temperature)
+    free_cfg = cfg.model_copy(update={"mode": "freeform", "backend": args.freeform_backend or args.backend})
+    backends = {"constrained": cfg.backend, "freeform": free_cfg.backend}
     timings: dict = {}
     with timed(timings, "model_load_s"):
-        backend = make_backend(cfg, RATINGS)  # one engine / model for both modes
-    annotators = {"constrained": FeedbackAnnotator(cfg, backend),
-                  "freeform": FeedbackAnnotator(cfg.model_copy(update={"mode": "freeform"}), backend)}
+        backend = make_backend(cfg, RATINGS)  # one engine / model for both modes, unless --freeform-backend differs
+        free_backend = backend if free_cfg.backend == cfg.backend else make_backend(free_cfg, RATINGS)
+    annotators = {"constrained": FeedbackAnnotator(cfg, backend), "freeform": FeedbackAnnotator(free_cfg, free_backend)}
 
     results, seconds, loads, cache_reset = {}, {}, {}, False
     for mode, annotator in annotators.items():
-        cache_reset = reset_prefix_cache(backend) or cache_reset
+        cache_reset = reset_prefix_cache(annotator.backend) or cache_reset
         annotator(rows[:1])  # warm-up (kernels, allocator); not timed
-        cache_reset = reset_prefix_cache(backend) or cache_reset
+        cache_reset = reset_prefix_cache(annotator.backend) or cache_reset
         print(f"[bench] {mode}: annotating {len(rows)} rows", flush=True)
         results[mode], seconds[mode] = annotate_timed(annotator, rows, args.batch_size)
         print(f"[bench] {mode}: {seconds[mode]:.1f} s", flush=True)
@@ -115,7 +122,7 @@ def main() -> None:
             if c["label"] is not None and f["label"] is not None]
     agree = sum(c == f for c, f in both)
     out = {
-        "config": {"n": len(rows), "backend": args.backend, "model": args.model,
+        "config": {"n": len(rows), "backend": backends, "model": args.model,
                    "max_field_chars": args.max_field_chars, "freeform_max_tokens": args.max_tokens,
                    "freeform_temperature": args.temperature, "batch_size": args.batch_size,
                    "data": str(args.data), "prefix_cache_reset_between_modes": cache_reset},
@@ -136,16 +143,18 @@ def main() -> None:
     }
     dist = out["label_distribution"]
     labels = ["1", "2", "3", "4", "5", "none"]
+    on_backends = (f"both modes on one loaded `{cfg.backend}` backend" if free_backend is backend else
+                   f"constrained on `{cfg.backend}`, freeform on `{free_cfg.backend}`")
     md = f"""
-Constrained vs freeform `FeedbackAnnotator`, {args.model} on the `{args.backend}` backend (one loaded backend for
-both modes), the first {len(rows)} rule-filtered turns of `{args.data.name}`; max_field_chars={args.max_field_chars},
+Constrained vs freeform `FeedbackAnnotator`, {args.model}, {on_backends}, the first {len(rows)} rule-filtered
+turns of `{args.data.name}`; max_field_chars={args.max_field_chars},
 freeform max_tokens={args.max_tokens}, temperature={args.temperature}, {args.batch_size} rows per call. Model load
 ({out['model_load_s']} s) and a one-row warm-up are not timed.
 
-| mode | seconds | rows/s |
-|---|---|---|
-| constrained | {seconds['constrained']:.1f} | {rate['constrained']:.3f} |
-| freeform | {seconds['freeform']:.1f} | {rate['freeform']:.3f} |
+| mode | backend | seconds | rows/s |
+|---|---|---|---|
+| constrained | {backends['constrained']} | {seconds['constrained']:.1f} | {rate['constrained']:.3f} |
+| freeform | {backends['freeform']} | {seconds['freeform']:.1f} | {rate['freeform']:.3f} |
 
 **Throughput ratio constrained/freeform: {ratio:.1f}x** (target >= 10x: {'met' if ratio >= 10 else 'missed'}).
 

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from wildreward.extract.annotate import RATINGS, FeedbackAnnotator
-from wildreward.extract.backends import HttpBackend, Result, make_backend, render_prompts, run_per_row_on_failure
+from wildreward.extract.backends import (HttpBackend, Result, make_backend, render_prompts, run_per_row_on_failure,
+                                        shared_prefix_length)
 from wildreward.http_retry import parse_retry_after
 from wildreward.extract.config import AnnotatorConfig, HttpConfig
 
@@ -35,22 +36,57 @@ def test_hf_choice_probs_ignore_left_padding(tiny_lm):
         assert result.error is None and len(result.probs) == 5 and sum(result.probs) == pytest.approx(1.0)
 
 
+def full_forward_probs(backend, conv) -> list[float]:
+    """Choice probabilities from one plain forward pass over the whole prompt: no padding, no cached prefix."""
+    import torch
+
+    ids = render_prompts(backend.tokenizer, [conv])[0]
+    with torch.inference_mode():
+        logits = backend.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    return torch.softmax(logits[backend.choice_ids(RATINGS)].float(), dim=-1).tolist()
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 6]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter prompt keeps its last token
+    assert shared_prefix_length([[1, 2, 3]]) == 2
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+
+
 def test_hf_passes_respect_rows_and_padded_tokens(tiny_lm, monkeypatch):
     backend = make_backend(AnnotatorConfig(backend="hf", model=tiny_lm, batch_size=3, batch_tokens=300), RATINGS)
-    convs = [[{"role": "user", "content": "Rate this. " + "word " * n}] for n in (0, 200, 5, 0, 120, 10, 1, 2)]
-    alone = [backend.choice_probs([conv], RATINGS)[0].probs for conv in convs]
+    instructions = "Rate the reply below on a scale from one to five, where five is best. " * 3
+    convs = [[{"role": "user", "content": instructions + "word " * n}] for n in (0, 200, 5, 0, 120, 10, 1, 2)]
+    prompts = render_prompts(backend.tokenizer, convs)
+    shared = shared_prefix_length(prompts)
+    assert shared > backend.MIN_PREFIX  # the instructions are long enough to be cached
     passes = []
     choice_batch = backend._choice_batch
-    monkeypatch.setattr(backend, "_choice_batch", lambda batch, ids: passes.append(batch) or choice_batch(batch, ids))
+    monkeypatch.setattr(backend, "_choice_batch",
+                        lambda batch, ids, prefix: passes.append((batch, prefix)) or choice_batch(batch, ids, prefix))
     results = backend.choice_probs(convs, RATINGS)
-    assert sorted(len(ids) for batch in passes for ids in batch) == sorted(
-        len(ids) for ids in render_prompts(backend.tokenizer, convs))  # every prompt in exactly one pass
-    for batch in passes:
+    assert sorted(len(ids) for batch, _ in passes for ids in batch) == sorted(map(len, prompts))  # each one once
+    for batch, prefix in passes:
+        assert len(prefix) == shared and all(list(ids[:shared]) == list(prefix) for ids in batch)
+        own = [len(ids) - shared for ids in batch]  # the tokens this pass computes
         assert len(batch) <= 3
-        assert len(batch) == 1 or len(batch) * max(len(ids) for ids in batch) <= 300
-    assert len(passes[-1]) == 1 and len(passes[-1][0]) > 300 / 2  # the longest prompt ran alone
-    for result, expected in zip(results, alone):  # input order restored, padding does not change the answer
-        assert result.probs == pytest.approx(expected, abs=1e-4)
+        assert len(batch) == 1 or len(batch) * max(own) <= 300
+    assert len(passes[-1][0]) == 1 and len(passes[-1][0][0]) - shared > 300 / 2  # the longest prompt ran alone
+    for result, conv in zip(results, convs):  # input order restored; padding and the cached prefix change nothing
+        assert result.probs == pytest.approx(full_forward_probs(backend, conv), abs=1e-4)
+    assert len(backend._prefixes) == 1
+    backend.choice_probs(convs[:3], RATINGS)
+    assert len(backend._prefixes) == 1  # the next call with the same instructions reuses the cached prefix
+
+
+def test_hf_short_shared_prefix_is_not_cached(tiny_lm):
+    backend = make_backend(AnnotatorConfig(backend="hf", model=tiny_lm, batch_size=4), RATINGS)
+    convs = [CHAT, [{"role": "user", "content": "Rate this."}]]  # only the chat template's header is shared
+    assert shared_prefix_length(render_prompts(backend.tokenizer, convs)) < backend.MIN_PREFIX
+    results = backend.choice_probs(convs, RATINGS)
+    assert not backend._prefixes
+    for result, conv in zip(results, convs):
+        assert result.probs == pytest.approx(full_forward_probs(backend, conv), abs=1e-4)
 
 
 def test_hf_rejects_multi_token_choices_at_construction(tiny_lm):

@@ -13,8 +13,10 @@ the annotators in Ray Data actor pools, and the backends load their model once p
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
@@ -101,6 +103,17 @@ def render_prompts(tokenizer, conversations: Sequence[Conversation]) -> list[lis
     return [tokenizer.encode(text, add_special_tokens=False) for text in texts]
 
 
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``prompts`` share, leaving each at least its last token (a pass reads that
+    token's logits)."""
+    shared = 0
+    for column in zip(*prompts):
+        if any(token != column[0] for token in column):
+            break
+        shared += 1
+    return min(shared, min(len(ids) for ids in prompts) - 1)
+
+
 class LocalModel:
     """What the two in-process backends share: a tokenizer, and the single-token ids of each choice set."""
     tokenizer = None
@@ -116,7 +129,14 @@ class HFBackend(LocalModel):
     """transformers on CPU or one GPU. Prompts are sorted by length and left-padded in batches of
     ``cfg.batch_size`` rows, so little compute goes to padding. A choice pass (one forward, no decoding) is also
     held to ``cfg.batch_tokens`` padded tokens, so long prompts do not share it; generation keeps whole batches,
-    because every decoding step costs about the same for one row as for eight."""
+    because every decoding step costs about the same for one row as for eight.
+
+    Choice passes also skip the tokens all prompts of a call share: the annotators put their fixed instructions
+    first (about 330 of SmolLM2's 730 tokens per feedback prompt), so their KV cache is computed once, kept for the
+    last few prefixes, and copied into every pass. This is the prefix caching vLLM does by itself."""
+
+    KEPT_PREFIXES = 4  # the feedback and the refusal prompt each have one; a few more for odd calls
+    MIN_PREFIX = 32  # tokens; a shorter shared prefix saves less than copying its cache costs
 
     def __init__(self, cfg: AnnotatorConfig, choices: Sequence[str] = ()):
         import torch
@@ -134,22 +154,28 @@ class HFBackend(LocalModel):
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(self.device).eval()
         self.max_len = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
         self._choice_ids = {}
+        self._prefixes: OrderedDict[tuple[int, ...], object] = OrderedDict()
         if choices:
             self.choice_ids(choices)
 
     def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
-        return self._run_batched(conversations, self.cfg.max_tokens, self._generate_batch, budget=1 << 62)
+        prompts = render_prompts(self.tokenizer, conversations)
+        return self._run_batched(prompts, self.cfg.max_tokens, self._generate_batch, budget=1 << 62)
 
     def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
         ids = self.choice_ids(choices)
-        return self._run_batched(conversations, 0, lambda batch: self._choice_batch(batch, ids),
-                                 budget=self.cfg.batch_tokens)
+        prompts = render_prompts(self.tokenizer, conversations)
+        shared = shared_prefix_length(prompts) if prompts else 0
+        prefix = tuple(prompts[0][:shared]) if shared >= self.MIN_PREFIX else ()
+        return self._run_batched(prompts, 0, lambda batch: self._choice_batch(batch, ids, prefix),
+                                 budget=self.cfg.batch_tokens, skip=len(prefix))
 
-    def _run_batched(self, conversations, new_tokens: int, run, budget: int) -> list[Result]:
-        """Drop over-long prompts as errors, run the rest in length-sorted batches, restore the input order."""
+    def _run_batched(self, prompts: list[list[int]], new_tokens: int, run, budget: int,
+                     skip: int = 0) -> list[Result]:
+        """Drop over-long prompts as errors, run the rest in length-sorted batches, restore the input order. The
+        batches are cut by the tokens a pass computes: each prompt's length less the ``skip`` cached ones."""
         from wildreward.rm import token_budget_chunks
 
-        prompts = render_prompts(self.tokenizer, conversations)
         results: list[Result | None] = [None] * len(prompts)
         ok = []
         for i, ids in enumerate(prompts):
@@ -158,7 +184,7 @@ class HFBackend(LocalModel):
             else:
                 ok.append(i)
         size = self.cfg.batch_size
-        for chunk in token_budget_chunks([len(prompts[i]) for i in ok], budget):
+        for chunk in token_budget_chunks([len(prompts[i]) - skip for i in ok], budget):
             for start in range(0, len(chunk), size):
                 rows = [ok[j] for j in chunk[start:start + size]]
                 for i, result in zip(rows, run_per_row_on_failure(run, [prompts[i] for i in rows])):
@@ -176,23 +202,48 @@ class HFBackend(LocalModel):
     def _generate_batch(self, batch: list[list[int]]) -> list[Result]:
         input_ids, mask = self._pad(batch)
         sample = self.cfg.temperature > 0
+        # On CPU the default cache re-concatenates every layer's keys and values at each step: 46% of a decoding
+        # step for SmolLM2 with 8 rows of 900 tokens. A preallocated cache decodes 1.3x faster, with the same tokens.
+        cache = {"cache_implementation": "static"} if self.device == "cpu" else {}
         with self.torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, max_new_tokens=self.cfg.max_tokens, do_sample=sample,
-                temperature=self.cfg.temperature if sample else None, pad_token_id=self.tokenizer.pad_token_id)
+                temperature=self.cfg.temperature if sample else None, pad_token_id=self.tokenizer.pad_token_id,
+                **cache)
         texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
         return [Result(text=text) for text in texts]
 
-    def _choice_batch(self, batch: list[list[int]], ids: list[int]) -> list[Result]:
-        input_ids, mask = self._pad(batch)
+    def _choice_batch(self, batch: list[list[int]], ids: list[int], prefix: tuple[int, ...] = ()) -> list[Result]:
+        torch = self.torch
+        input_ids, mask = self._pad([prompt[len(prefix):] for prompt in batch])
         # Explicit positions: a plain forward would count the left padding and shift every position. Only the last
         # position's logits are needed; computing the vocabulary projection everywhere would double the cost.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        with self.torch.inference_mode():
+        positions = len(prefix) + (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = None
+        with torch.inference_mode():
+            if prefix:
+                # A pass appends to the cache it is given, so each pass gets its own copy, one row per prompt. The
+                # padding then sits between the prefix and each prompt's own tokens, masked out like any padding.
+                cache = copy.deepcopy(self._prefix_cache(prefix))
+                cache.batch_repeat_interleave(len(batch))
+                mask = torch.cat([mask.new_ones(len(batch), len(prefix)), mask], 1)
             logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                logits_to_keep=1).logits[:, -1, :]
-        probs = self.torch.softmax(logits[:, ids].float(), dim=-1)
+                                past_key_values=cache, use_cache=bool(prefix), logits_to_keep=1).logits[:, -1, :]
+        probs = torch.softmax(logits[:, ids].float(), dim=-1)
         return [Result(probs=row) for row in probs.tolist()]
+
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        """The KV cache of ``prefix`` (one row), computed on first use and kept for the last few prefixes."""
+        if prefix in self._prefixes:
+            self._prefixes.move_to_end(prefix)
+        else:
+            with self.torch.inference_mode():
+                out = self.model(input_ids=self.torch.tensor([prefix], device=self.device), use_cache=True,
+                                 logits_to_keep=1)
+            self._prefixes[prefix] = out.past_key_values
+            if len(self._prefixes) > self.KEPT_PREFIXES:
+                self._prefixes.popitem(last=False)
+        return self._prefixes[prefix]
 
 
 class VLLMBackend(LocalModel):

@@ -51,10 +51,11 @@ class AnnotatorConfig(Section):
     batch_size: int = Field(8, ge=1, description=(
         "Rows per model call. http: rows per actor call is at least 4 x http.concurrency, so the request slots "
         "stay busy across batch boundaries."))
-    batch_tokens: int = Field(2048, ge=1, description=(
+    batch_tokens: int = Field(1024, ge=1, description=(
         "hf backend, constrained mode: padded prompt tokens per forward pass (rows x longest prompt, "
-        "length-sorted), on top of batch_size rows; a longer prompt runs alone. About 2k suits CPUs (big padded "
-        "batches ran at half the speed); GPUs want 32k or more."))
+        "length-sorted, not counting the instructions all prompts share, whose KV cache is reused), on top of "
+        "batch_size rows; a longer prompt runs alone. About 1k suits CPUs (big padded batches ran at half the "
+        "speed); GPUs want 32k or more."))
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, gt=0, description="Per actor; fractional on small machines.")
