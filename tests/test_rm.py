@@ -156,4 +156,5 @@ def test_token_budget_chunks():
         assert len(chunk) * max(lengths[i] for i in chunk) <= 10 or len(chunk) == 1
     assert chunks == [[1, 6, 3], [4, 0], [2], [5]]
     assert token_budget_chunks([], 10) == []
+    assert token_budget_chunks(lengths, math.inf) == [[1, 6, 3, 4, 0, 2, 5]]  # no cap: length order only
 

@@ -115,10 +115,11 @@ def save_reward_model(model: OrdinalRewardModel, tokenizer, out_dir: str | Path,
     return out
 
 
-def token_budget_chunks(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+def token_budget_chunks(lengths: Sequence[int], max_tokens: float) -> list[list[int]]:
     """Indices sorted by length (shortest first) and cut into chunks whose padded size (rows x longest) is at most
     ``max_tokens``; an item longer than the budget gets a chunk of its own. Long and short texts then do not pad
-    each other, and a chunk of long ones stays small enough to keep its activations in cache."""
+    each other, and a chunk of long ones stays small enough to keep its activations in cache. With ``math.inf``
+    all indices come back as one chunk, in length order."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     chunks, start = [], 0
     while start < len(order):

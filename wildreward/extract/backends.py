@@ -160,7 +160,7 @@ class HFBackend(LocalModel):
 
     def generate(self, conversations: Sequence[Conversation]) -> list[Result]:
         prompts = render_prompts(self.tokenizer, conversations)
-        return self._run_batched(prompts, self.cfg.max_tokens, self._generate_batch, budget=1 << 62)
+        return self._run_batched(prompts, self.cfg.max_tokens, self._generate_batch, budget=math.inf)
 
     def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
         ids = self.choice_ids(choices)
@@ -170,7 +170,7 @@ class HFBackend(LocalModel):
         return self._run_batched(prompts, 0, lambda batch: self._choice_batch(batch, ids, prefix),
                                  budget=self.cfg.batch_tokens, skip=len(prefix))
 
-    def _run_batched(self, prompts: list[list[int]], new_tokens: int, run, budget: int,
+    def _run_batched(self, prompts: list[list[int]], new_tokens: int, run, budget: float,
                      skip: int = 0) -> list[Result]:
         """Drop over-long prompts as errors, run the rest in length-sorted batches, restore the input order. The
         batches are cut by the tokens a pass computes: each prompt's length less the ``skip`` cached ones."""
