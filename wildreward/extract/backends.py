@@ -204,7 +204,9 @@ class HFBackend(LocalModel):
         sample = self.cfg.temperature > 0
         # On CPU the default cache re-concatenates every layer's keys and values at each step: 46% of a decoding
         # step for SmolLM2 with 8 rows of 900 tokens. A preallocated cache decodes 1.3x faster, with the same tokens.
-        cache = {"cache_implementation": "static"} if self.device == "cpu" else {}
+        # Attention then spans its whole preallocated length, so only while generation at most doubles the prompt.
+        static = self.device == "cpu" and self.cfg.max_tokens <= input_ids.shape[1]
+        cache = {"cache_implementation": "static"} if static else {}
         with self.torch.inference_mode():
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=mask, max_new_tokens=self.cfg.max_tokens, do_sample=sample,
