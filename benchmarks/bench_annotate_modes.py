@@ -10,8 +10,8 @@ Reported: rows/s of each mode (model load and a one-batch warm-up excluded; by d
 loaded backend, so one vLLM engine serves both), their ratio (target: constrained >= 10x freeform), the freeform
 parse rate, label agreement on rows where both modes gave a label, and each mode's label distribution. Rows are fed
 in chunks of ``--batch-size`` (the pipeline's ``annotator.batch_size``, default 8), as a Ray Data actor would get
-them. Between
-the two modes the vLLM prefix cache is reset, so freeform does not reuse the constrained prompts' KV cache.
+them. Between the two modes the vLLM prefix cache is reset, so freeform does not reuse the constrained prompts' KV
+cache.
 
 ``--freeform-backend`` runs freeform on another backend (its own loaded model): on CPUs the fastest backend differs
 by mode (transformers for one forward pass, vLLM for decoding), and a user picks the best one for the mode they run.

@@ -51,6 +51,7 @@ def test_shared_prefix_length_leaves_every_prompt_a_token():
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter prompt keeps its last token
     assert shared_prefix_length([[1, 2, 3]]) == 2
     assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_length([]) == 0
 
 
 def test_hf_passes_respect_rows_and_padded_tokens(tiny_lm, monkeypatch):

@@ -105,7 +105,9 @@ def render_prompts(tokenizer, conversations: Sequence[Conversation]) -> list[lis
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     """How many leading tokens all ``prompts`` share, leaving each at least its last token (a pass reads that
-    token's logits)."""
+    token's logits). No prompts share nothing."""
+    if not prompts:
+        return 0
     shared = 0
     for column in zip(*prompts):
         if any(token != column[0] for token in column):
@@ -165,7 +167,7 @@ class HFBackend(LocalModel):
     def choice_probs(self, conversations: Sequence[Conversation], choices: Sequence[str]) -> list[Result]:
         ids = self.choice_ids(choices)
         prompts = render_prompts(self.tokenizer, conversations)
-        shared = shared_prefix_length(prompts) if prompts else 0
+        shared = shared_prefix_length(prompts)
         prefix = tuple(prompts[0][:shared]) if shared >= self.MIN_PREFIX else ()
         return self._run_batched(prompts, 0, lambda batch: self._choice_batch(batch, ids, prefix),
                                  budget=self.cfg.batch_tokens, skip=len(prefix))
@@ -215,7 +217,7 @@ class HFBackend(LocalModel):
         texts = self.tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
         return [Result(text=text) for text in texts]
 
-    def _choice_batch(self, batch: list[list[int]], ids: list[int], prefix: tuple[int, ...] = ()) -> list[Result]:
+    def _choice_batch(self, batch: list[list[int]], ids: list[int], prefix: tuple[int, ...]) -> list[Result]:
         torch = self.torch
         input_ids, mask = self._pad([prompt[len(prefix):] for prompt in batch])
         # Explicit positions: a plain forward would count the left padding and shift every position. Only the last
