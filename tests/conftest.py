@@ -79,8 +79,9 @@ def build_tiny_bert(path: Path, **config) -> str:
 
     tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
     torch.manual_seed(0)
-    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, **config}
-    BertModel(BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+             "max_position_embeddings": 512, **config}
+    BertModel(BertConfig(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id,
                          **shape)).save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
     return str(path)

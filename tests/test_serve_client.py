@@ -5,6 +5,7 @@ import asyncio
 import httpx
 import pytest
 
+from wildreward.http_retry import RetryableError, RetryPolicy
 from wildreward.serve.client import AsyncRewardClient, RewardClient, RewardServiceError
 
 
@@ -76,10 +77,51 @@ def test_result_count_is_checked(body):
         rm.get_rewards(["a", "b"])
 
 
-def test_non_numeric_reward_is_an_error():
-    transport, _ = scripted([(200, {"rewards": [None]}, {})])
-    with client(transport) as rm, pytest.raises(RewardServiceError, match="non-numeric"):
+@pytest.mark.parametrize("reward", ["null", "true", '"3.5"', "NaN", "-Infinity"])  # as the JSON reply spells it
+def test_a_reward_that_is_not_a_finite_number_is_an_error(reward):
+    reply = httpx.Response(200, content=f'{{"rewards": [{reward}]}}'.encode(),
+                           headers={"content-type": "application/json"})
+    with client(httpx.MockTransport(lambda request: reply)) as rm, \
+            pytest.raises(RewardServiceError, match="not a finite number"):
         rm.get_rewards(["a"])
+
+
+@pytest.mark.parametrize("result", [1, "x", {"reward": None, "level_probs": [1.0]}, {"reward": 2.0},
+                                    {"reward": False, "level_probs": [1.0]},
+                                    {"reward": 2.0, "level_probs": [0.5, "0.5"]}])
+def test_malformed_score_results_are_errors(result):
+    good = {"reward": 2.5, "level_probs": [0.25, 0.25, 0.25, 0.25]}
+    transport, _ = scripted([(200, {"results": [good, result]}, {})])
+    with client(transport) as rm, pytest.raises(RewardServiceError, match="malformed result"):
+        rm.score([{"query": "q", "response": "r"}] * 2)
+    transport, _ = scripted([(200, {"results": [good, good]}, {})])
+    with client(transport) as rm:
+        assert rm.score([{"query": "q", "response": "r"}] * 2) == [good, good]
+
+
+def test_a_bad_url_fails_at_once():
+    with RewardClient("localhost:8000") as rm, pytest.raises(RewardServiceError, match="UnsupportedProtocol") as err:
+        rm.get_rewards(["t"])
+    assert "gave up" not in str(err.value) and rm.retries == 0
+
+
+def test_info_is_retried_and_reports_errors_like_scoring():
+    transport, seen = scripted([(503, {"detail": "starting"}, {}), (200, {"model_dir": "m"}, {})])
+    with client(transport) as rm:
+        assert rm.info() == {"model_dir": "m"} and rm.retries == 1
+    assert [r.method for r in seen] == ["GET", "GET"]
+    transport, _ = scripted([(404, {"detail": "Not Found"}, {})])
+    with client(transport) as rm, pytest.raises(RewardServiceError, match="GET /v1/info: http 404"):
+        rm.info()
+
+
+def test_retry_after_waits_are_spread_and_never_zero():
+    policy = RetryPolicy(backoff_s=0.5)
+    told = [policy.delay(0, RetryableError("busy", wait_s=1.0)) for _ in range(200)]
+    assert min(told) >= 1.0 and max(told) <= 1.5 and max(told) - min(told) > 0.2  # not all at the same moment
+    zero = [policy.delay(2, RetryableError("busy", wait_s=0.0)) for _ in range(200)]
+    assert min(zero) >= 0.5 * 0.5 * 4  # a Retry-After of 0 still backs off exponentially
+    assert max(policy.delay(30, RetryableError("busy", wait_s=1e9)) for _ in range(20)) == policy.max_wait_s
 
 
 def test_retry_after_is_honoured():

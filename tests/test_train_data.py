@@ -92,6 +92,24 @@ def test_fit_long_history_drops_oldest_first(tok):
     assert split_text(text) == (query, response)
 
 
+def test_fit_long_history_takes_few_tokenizations(tok):
+    # A served request may carry thousands of history messages: dropping them one by one would tokenize the
+    # whole text once per message.
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}: " + words("h", 6)}
+               for i in range(2000)]
+    calls = []
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return tok(*args, **kwargs)
+
+    text, flags = fit_rm_input(counting, history, "Last question?", "Last answer.", 300)
+    assert flags["history_cut"] and not flags["response_cut"]
+    assert len(calls) <= 2 + math.ceil(math.log2(2000)) + 1
+    j = next(j for j in range(len(history)) if text == build_rm_text(history[j:], "Last question?", "Last answer."))
+    assert n_tokens(tok, text) <= 300 < n_tokens(tok, build_rm_text(history[j - 1:], "Last question?", "Last answer."))
+
+
 def test_fit_history_dropped_entirely_then_response_cut(tok):
     history = [{"role": "user", "content": words("h", 50)}]
     response = words("r", 600)

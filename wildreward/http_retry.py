@@ -1,9 +1,9 @@
 """HTTP calls that retry only what retrying can fix, shared by the annotator's OpenAI-compatible backend and the
 reward-model client.
 
-Transient failures (5xx, 429, timeouts, dropped connections) are retried with jittered exponential backoff, or
-after the server's ``Retry-After``; anything else (other 4xx, a reply that is not JSON) fails at once. Callers
-turn a final failure into an error they count; nothing here ever substitutes a value.
+Transient failures (5xx, 429, timeouts, dropped connections) are retried with jittered exponential backoff, and
+never sooner than the server's ``Retry-After``; anything else (other 4xx, a bad URL, a reply that is not JSON)
+fails at once. Callers turn a final failure into an error they count; nothing here ever substitutes a value.
 """
 from __future__ import annotations
 
@@ -49,14 +49,17 @@ def short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-async def post_json(client, path: str, payload: dict) -> Any:
-    """POST ``payload`` with an ``httpx.AsyncClient``; the decoded JSON reply, or a classified error."""
+async def request_json(client, path: str, payload: dict | None = None) -> Any:
+    """POST ``payload`` (GET without one) with an ``httpx.AsyncClient``; the decoded JSON reply, or a classified
+    error."""
     import httpx
 
     try:
-        response = await client.post(path, json=payload)
+        response = await client.post(path, json=payload) if payload is not None else await client.get(path)
     except httpx.TimeoutException as err:
         raise RetryableError(f"timeout: {type(err).__name__}") from None
+    except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as err:  # the caller's URL or request is wrong
+        raise RequestError(f"bad request: {type(err).__name__}: {short(str(err))}") from None
     except httpx.TransportError as err:
         raise RetryableError(f"connection error: {type(err).__name__}: {short(str(err))}") from None
     status = response.status_code
@@ -75,14 +78,17 @@ async def post_json(client, path: str, payload: dict) -> Any:
 class RetryPolicy:
     max_retries: int = 5
     backoff_s: float = 0.5       # the first retry waits up to this long, doubling each attempt ...
-    max_backoff_s: float = 30.0  # ... up to this; a server's Retry-After wins, capped at max_wait_s
+    max_backoff_s: float = 30.0  # ... up to this; a longer Retry-After from the server wins, up to max_wait_s
     max_wait_s: float = 300.0
 
     def delay(self, attempt: int, err: RetryableError) -> float:
-        if err.wait_s is not None:
-            return min(err.wait_s, self.max_wait_s)
-        # Full-range jitter keeps many clients that failed together from retrying together.
-        return min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+        # Jitter keeps many clients that failed together from retrying together.
+        backoff = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
+        if err.wait_s is None:
+            return backoff
+        # An overloaded server sends every client it turns away the same Retry-After: wait at least that long,
+        # and never less than the backoff (a Retry-After of 0 would otherwise spin), spread over 1.5x.
+        return min(max(err.wait_s, backoff) * random.uniform(1.0, 1.5), self.max_wait_s)
 
 
 async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy,

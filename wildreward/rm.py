@@ -165,9 +165,10 @@ class RewardModel:
             out[chunk] = logits.cpu()
         return out
 
-    def texts(self, examples: Sequence[Mapping[str, Any]]) -> list[str]:
-        """(history, query, response) dicts -> RM texts, fitted to the model's length as in training."""
-        return [fit_rm_input(self.tokenizer, ex.get("history"), ex["query"], ex["response"],
+    def texts(self, examples: Sequence[Mapping[str, Any]], tokenizer=None) -> list[str]:
+        """(history, query, response) dicts -> RM texts, fitted to the model's length as in training. A copy of
+        the tokenizer can be given, for a thread of its own (the server templates while it scores)."""
+        return [fit_rm_input(tokenizer or self.tokenizer, ex.get("history"), ex["query"], ex["response"],
                              self.meta["max_length"], self.meta["truncation"])[0] for ex in examples]
 
     def score(self, examples: Sequence[Mapping[str, Any]]) -> list[float]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 from wildreward.extract.config import AnnotatorConfig
-from wildreward.http_retry import (LoopThread, RequestError, RetryableError, RetryPolicy, post_json, short,
+from wildreward.http_retry import (LoopThread, RequestError, RetryableError, RetryPolicy, request_json, short,
                                   with_retries)
 from wildreward.models import resolve_model
 
@@ -377,7 +377,7 @@ class HttpBackend:
 
         async def call():
             async with self._slots:
-                return await post_json(self._client, "chat/completions", payload)
+                return await request_json(self._client, "chat/completions", payload)
 
         try:
             return read(await with_retries(call, self.retry))

@@ -11,32 +11,79 @@ Routes (FastAPI, bound to loopback unless configured):
 - ``GET /health``, ``GET /v1/info`` (model metadata, batch statistics).
 
 Ray actors call ``handle.score.remote(items)`` (same output as ``/v1/score``) through a DeploymentHandle.
-Bad input gets 400/413/422 with a message, a model failure 500 with an error id; nothing is ever defaulted.
+Bad input gets 400/413/422 with a message, a model failure 500 with an error id; nothing is ever defaulted. A
+text that breaks the model fails only its own request, not the others batched with it.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import math
 import os
 import uuid
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from wildreward.ordinal import expected_rating, level_probs
 from wildreward.serve.config import ServeConfig
+from wildreward.template import build_rm_text
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="wildreward reward model")
 
 
+class LimitBody:
+    """ASGI middleware: a request body over ``max_request_bytes`` gets a 413 before anything parses it, whether
+    it declares its length or streams it in chunks."""
+
+    # The replica sets it from its config (a replica has its process to itself). A class attribute, not a module
+    # global: Ray ships the deployment class by value, with copies of the globals it names, but this class by name.
+    max_request_bytes = ServeConfig.model_fields["max_request_bytes"].default
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.max_request_bytes
+        too_large = f"request body over max_request_bytes={limit}"
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            return await JSONResponse({"detail": too_large}, 413)(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, too_large)  # FastAPI lets an HTTPException out of its body reading
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+api.add_middleware(LimitBody)
+
+
+def model_failure(err: Exception) -> HTTPException:
+    """A 500 naming an id that the replica's log shows with the traceback; never a made-up score."""
+    error_id = uuid.uuid4().hex[:12]
+    logger.error("scoring failed (error id %s)", error_id, exc_info=err)
+    return HTTPException(500, f"model failure, error id {error_id}: {type(err).__name__}")
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    role: str
+    role: Literal["system", "user", "assistant"]  # the template writes roles verbatim: no free text there
     content: str
 
 
@@ -66,11 +113,13 @@ def item_to_example(item: Item) -> dict[str, Any]:
         msgs = [m.model_dump() for m in item.messages]
         if len(msgs) < 2 or msgs[-1]["role"] != "assistant" or msgs[-2]["role"] != "user":
             raise ValueError("messages must end with a user message followed by the assistant response")
-        return {"history": msgs[:-2], "query": msgs[-2]["content"], "response": msgs[-1]["content"]}
-    if not item.query or not item.response:
-        raise ValueError("each item needs a non-empty query and response (or messages)")
-    return {"history": [m.model_dump() for m in item.history or []], "query": item.query,
-            "response": item.response}
+        example = {"history": msgs[:-2], "query": msgs[-2]["content"], "response": msgs[-1]["content"]}
+    else:
+        example = {"history": [m.model_dump() for m in item.history or []], "query": item.query or "",
+                   "response": item.response or ""}
+    if not example["query"].strip() or not example["response"].strip():
+        raise ValueError("each item needs a non-empty query and response (or messages ending with them)")
+    return example
 
 
 @serve.deployment
@@ -91,9 +140,15 @@ class RewardServer:
                               dtype=torch.bfloat16 if use_bf16 else torch.float32)
         self._score_texts.set_max_batch_size(self.cfg.max_batch_size)
         self._score_texts.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
-        self.batches = {"count": 0, "texts": 0, "max": 0}
+        self.batches = {"count": 0, "texts": 0, "max": 0, "rescored_alone": 0}
         fit = self.rm.meta.get("score_stats", {}).get("calibration", {})
         self.calibration = (fit["a"], fit["b"]) if "a" in fit else None
+        # /v1/score applies the template (a tokenizer loop per item) off the event loop, on one thread with its
+        # own tokenizer: a fast tokenizer fails ("Already borrowed") when two threads use it at once, and the
+        # forward passes tokenize on another thread.
+        self._template_tokenizer = copy.deepcopy(self.rm.tokenizer)
+        self._template_thread = ThreadPoolExecutor(1, thread_name_prefix="rm-template")
+        LimitBody.max_request_bytes = self.cfg.max_request_bytes
 
     def _check_texts(self, texts: list[str]) -> None:
         if not texts:
@@ -104,27 +159,46 @@ class RewardServer:
         if longest > self.cfg.max_chars_per_text:
             raise HTTPException(413, f"a text has {longest} characters > max_chars_per_text="
                                      f"{self.cfg.max_chars_per_text}")
-        if any(not t.strip() for t in texts):
-            raise HTTPException(400, "empty text")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                raise HTTPException(400, f"text {i} is empty")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # JSON allows a lone surrogate escape; the tokenizer does not
+                raise HTTPException(400, f"text {i} is not valid Unicode: {err.reason} at {err.start}") from None
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _score_texts(self, texts: list[str]) -> list[list[float]]:
+    async def _score_texts(self, texts: list[str]) -> list[list[float] | Exception]:
         self.batches["count"] += 1
         self.batches["texts"] += len(texts)
         self.batches["max"] = max(self.batches["max"], len(texts))
-        # The forward pass blocks; run it off the event loop so requests keep queueing into the next batch.
-        logits = await asyncio.to_thread(self.rm.logits_for_texts, texts)
-        return logits.tolist()
+        return await self._forward(texts)
+
+    async def _forward(self, texts: list[str]) -> list[list[float] | Exception]:
+        """Logits per text, or the error scoring it raised. Serve fails every request of a batch whose function
+        raises, so a failed batch is scored again text by text: one bad text fails only its own request."""
+        try:
+            # The forward pass blocks; run it off the event loop so requests keep queueing into the next batch.
+            logits = await asyncio.to_thread(self.rm.logits_for_texts, texts)
+        except Exception as err:
+            if len(texts) == 1:
+                return [err]
+            self.batches["rescored_alone"] += len(texts)
+            return [result for text in texts for result in await self._forward([text])]
+        return [row if all(map(math.isfinite, row)) else FloatingPointError("the model gave non-finite logits")
+                for row in logits.tolist()]
 
     async def _logits(self, texts: list[str]):
         import torch
 
         try:
-            return torch.tensor(await asyncio.gather(*(self._score_texts(t) for t in texts)))
-        except Exception as err:  # a real failure, reported with an id, never a made-up score
-            error_id = uuid.uuid4().hex[:12]
-            logger.exception("scoring failed (error id %s)", error_id)
-            raise HTTPException(500, f"model failure, error id {error_id}: {type(err).__name__}") from err
+            rows = await asyncio.gather(*(self._score_texts(t) for t in texts))
+        except Exception as err:
+            raise model_failure(err) from err
+        failed = next((row for row in rows if isinstance(row, Exception)), None)
+        if failed is not None:
+            raise model_failure(failed)
+        return torch.tensor(rows)
 
     @api.post("/get_reward")
     async def get_reward(self, request: RewardRequest) -> dict:
@@ -141,17 +215,24 @@ class RewardServer:
             examples = [item_to_example(i if isinstance(i, Item) else Item.model_validate(i)) for i in items]
         except ValueError as err:
             raise HTTPException(422, str(err)) from err
-        self._check_texts(["".join([e["query"], e["response"], *(m["content"] for m in e["history"])])
-                           for e in examples])
-        texts = self.rm.texts(examples)
+        # The limits apply to the text the model would read before truncation, roles and history included.
+        self._check_texts([build_rm_text(e["history"], e["query"], e["response"]) for e in examples])
+        try:
+            texts = await asyncio.get_running_loop().run_in_executor(self._template_thread, self._template,
+                                                                     examples)
+        except Exception as err:
+            raise model_failure(err) from err
         logits = await self._logits(texts)
         rewards, probs = expected_rating(logits).tolist(), level_probs(logits).tolist()
         results = [{"reward": r, "level_probs": p} for r, p in zip(rewards, probs)]
         if self.calibration:  # Platt fit of P(satisfied) on the held-out split, saved at export
             a, b = self.calibration
             for result in results:
-                result["p_satisfied"] = 1.0 / (1.0 + math.exp(-(a * result["reward"] + b)))
+                result["p_satisfied"] = 0.5 * (1.0 + math.tanh((a * result["reward"] + b) / 2))  # no overflow
         return results
+
+    def _template(self, examples: list[dict]) -> list[str]:
+        return self.rm.texts(examples, tokenizer=self._template_tokenizer)
 
     @api.get("/health")
     async def health(self) -> dict:

@@ -9,8 +9,9 @@
 
 Large inputs are split into requests of ``texts_per_request`` sent concurrently over one connection pool, at most
 ``concurrency`` in flight. Only transient failures are retried (5xx, 429, timeouts, connection errors), with
-jittered backoff or the server's Retry-After. A request that still fails, or a reply with the wrong number of
-results, raises :class:`RewardServiceError`: a client never gets a made-up reward.
+jittered backoff, never sooner than the server's Retry-After. A request that still fails, or a reply with the wrong
+number of results or a result that is not a finite number, raises :class:`RewardServiceError`: a client never gets
+a made-up reward.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import math
 import os
 from typing import Any, Sequence
 
-from wildreward.http_retry import (LoopThread, RequestError, RetryableError, RetryPolicy, post_json, short,
+from wildreward.http_retry import (LoopThread, RequestError, RetryableError, RetryPolicy, request_json, short,
                                    with_retries)
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 class RewardServiceError(RuntimeError):
     """The service could not score the inputs (after retries, for transient failures)."""
+
+
+def is_number(value) -> bool:
+    """A finite int or float; JSON's true/false are not rewards (Python counts bool as int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class AsyncRewardClient:
@@ -54,16 +60,22 @@ class AsyncRewardClient:
         if isinstance(texts, str):
             raise TypeError("get_rewards takes a list of texts")
         rewards = await self._post_chunked("get_reward", "query", "rewards", list(texts))
-        if not all(isinstance(r, (int, float)) and math.isfinite(r) for r in rewards):
-            raise RewardServiceError("the service returned a non-numeric reward")
+        if not all(is_number(r) for r in rewards):
+            raise RewardServiceError(f"the service returned a reward that is not a finite number: "
+                                     f"{short(str(rewards))}")
         return rewards
 
     async def score(self, items: Sequence[dict]) -> list[dict]:
         """Structured turns ({history?, query, response} or {messages}) -> {reward, level_probs} each."""
-        return await self._post_chunked("v1/score", "items", "results", list(items))
+        results = await self._post_chunked("v1/score", "items", "results", list(items))
+        for result in results:
+            if not (isinstance(result, dict) and is_number(result.get("reward"))
+                    and isinstance(result.get("level_probs"), list) and all(map(is_number, result["level_probs"]))):
+                raise RewardServiceError(f"the service returned a malformed result: {short(str(result))}")
+        return results
 
     async def info(self) -> dict:
-        return (await self._http.get("v1/info")).raise_for_status().json()
+        return await self._request("v1/info")
 
     async def _post_chunked(self, path: str, field: str, key: str, values: list) -> list:
         n = self.texts_per_request
@@ -72,19 +84,23 @@ class AsyncRewardClient:
         return [value for part in parts for value in part]
 
     async def _post(self, path: str, payload: dict, key: str, expected: int) -> list:
-        async def call():
-            async with self._slots:
-                return await post_json(self._http, path, payload)
-
-        try:
-            data = await with_retries(call, self.retry, self._count_retry)
-        except (RequestError, RetryableError) as err:
-            raise RewardServiceError(f"POST /{path}: {err}") from None
+        data = await self._request(path, payload)
         values = data.get(key) if isinstance(data, dict) else None
         if not isinstance(values, list) or len(values) != expected:
             got = len(values) if isinstance(values, list) else "no"
             raise RewardServiceError(f"POST /{path}: sent {expected} inputs, got {got} {key}: {short(str(data))}")
         return values
+
+    async def _request(self, path: str, payload: dict | None = None):
+        """The JSON reply of a POST (a GET without ``payload``), retried on transient failures."""
+        async def call():
+            async with self._slots:
+                return await request_json(self._http, path, payload)
+
+        try:
+            return await with_retries(call, self.retry, self._count_retry)
+        except (RequestError, RetryableError) as err:
+            raise RewardServiceError(f"{'POST' if payload is not None else 'GET'} /{path}: {err}") from None
 
     def _count_retry(self, err: RetryableError) -> None:
         self.retries += 1

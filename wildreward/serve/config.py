@@ -30,7 +30,10 @@ class ServeConfig(Section):
         "instead of queueing without bound. -1: unbounded."))
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with overload 503s.")
     max_texts_per_request: int = Field(256, ge=1)
-    max_chars_per_text: int = Field(200_000, ge=1)
+    max_chars_per_text: int = Field(200_000, ge=1, description=(
+        "Characters of one RM text; for /v1/score, of the item written into the template, before truncation."))
+    max_request_bytes: int = Field(64 << 20, ge=1, description=(
+        "Request body size, checked before the JSON is parsed (413 above it)."))
 
     @model_validator(mode="after")
     def _check(self):
@@ -38,6 +41,9 @@ class ServeConfig(Section):
             raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
         if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
             raise ValueError("max_ongoing_requests < max_batch_size: batches could never fill (Ray issue #43288)")
+        if self.max_replicas > self.min_replicas and self.target_ongoing_requests >= self.ongoing_requests:
+            raise ValueError(f"target_ongoing_requests ({self.target_ongoing_requests}) >= the replica's "
+                             f"max_ongoing_requests ({self.ongoing_requests}): the autoscaler would never add one")
         return self
 
     @property
