@@ -4,12 +4,14 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import pytest
 
 from wildreward.config import load_config
+from wildreward.extract import pipeline, schema
 from wildreward.extract.config import ExtractConfig
-from wildreward.extract.pipeline import run_extract
-from wildreward.storage import read_table
+from wildreward.extract.pipeline import TALLY, read_stats, run_extract, write_tally
+from wildreward.storage import Location, read_table
 from wildreward.template import build_rm_text
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
@@ -21,6 +23,7 @@ BAD_LINES = [
     b'{"conversation_id": "x3", "conversation": "just text"}',
     b'\xff\xfe{"conversation_id": "x4"}',
     b"[1, 2, 3]",
+    b'{"conversation_id": "x5", "conversation": [{"role": "user", "content": "half a pair \\ud800"}]}',
 ]
 
 
@@ -137,3 +140,55 @@ def test_extract_through_vllm_actor(tmp_path, logs_dir, tiny_lm, ray_local):
     assert ok.num_rows > 0 and set(ok["label"].to_pylist()) <= {1, 2, 3, 4, 5}
     for probs in ok["label_probs"].to_pylist():
         assert len(probs) == 5 and abs(sum(probs) - 1) < 1e-3
+
+
+def test_read_stats_stop_on_lost_rows_and_duplicate_ids(tmp_path):
+    """Checked before any LLM call: the rows written against the read tasks' own counts, and unique ids."""
+    stage = Location.parse(tmp_path / "read")
+    row = {"source": "generic", "messages": [{"role": "user", "content": "hi"}], "source_file": "a.jsonl"}
+    rows = [{**row, "conversation_id": "c1", "line": 1},
+            {**row, "conversation_id": None, "line": 2, "quarantine_reason": "invalid_json: x", "source": None}]
+    stage.mkdir()
+    pq.write_table(schema.to_table(rows, schema.CONVERSATION), str(stage / "part-0.parquet"))
+    write_tally(stage / TALLY, {"path": "a.jsonl", "start": 0}, 2)
+    assert read_stats(stage) == {"records": 2, "conversations": 1, "quarantined": {"invalid_json": 1},
+                                 "sources": {"generic": 1}}
+
+    write_tally(stage / TALLY, {"path": "b.jsonl", "start": 0}, 1)  # a task's row that never reached the disk
+    with pytest.raises(RuntimeError, match="read tasks made 3 rows, 2 were written"):
+        read_stats(stage)
+
+    write_tally(stage / TALLY, {"path": "b.jsonl", "start": 0}, 2)
+    pq.write_table(schema.to_table([{**row, "conversation_id": "c1", "line": 7, "source_file": "b.jsonl"},
+                                    {**row, "conversation_id": "c2", "line": 8, "source_file": "b.jsonl"}],
+                                   schema.CONVERSATION), str(stage / "part-1.parquet"))
+    with pytest.raises(RuntimeError, match="1 conversation ids occur more than once .*a.jsonl:1, c1 at b.jsonl:7"):
+        read_stats(stage)
+
+
+def test_quarantine_follows_the_read_config(tmp_path, monkeypatch, ray_local):
+    """quarantine/ is rewritten when the read stage is: it never holds the records of an earlier read config."""
+    (tmp_path / "a.jsonl").write_text('{"conversation_id": "A1", "conversation": []}\n')
+    (tmp_path / "b.jsonl").write_text('{"conversation_id": "B1", "conversation": "x"}\n'
+                                      '{"conversation_id": "B2", "conversation": []}\n')
+    (tmp_path / "good.jsonl").write_text(
+        '{"conversation_id": "G1", "conversation": [{"role": "user", "content": "hi"}]}\n')
+
+    class ReadDone(Exception):
+        pass
+
+    def read_only(out, name, key, build, resumable=False):
+        if name != "read":
+            raise ReadDone
+        return run_stage(out, name, key, build, resumable)
+
+    run_stage = pipeline.run_stage
+    monkeypatch.setattr(pipeline, "run_stage", read_only)
+    out = tmp_path / "run"
+    for name, ids in (("a.jsonl", ["A1"]), ("b.jsonl", ["B1", "B2"]), ("good.jsonl", None)):
+        with pytest.raises(ReadDone):
+            run_extract(ExtractConfig(output_dir=str(out), read={"paths": [str(tmp_path / name)]}))
+        if ids is None:
+            assert not (out / "quarantine").exists()
+        else:
+            assert sorted(read_table(out / "quarantine")["conversation_id"].to_pylist()) == ids

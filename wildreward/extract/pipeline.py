@@ -31,6 +31,7 @@ from wildreward.template import build_rm_text
 
 READ_BATCH_ROWS = 1000
 UDF_BATCH_ROWS = 1024  # rows per call of the row-wise Python UDFs (their memory follows the batch)
+TALLY = "_tally"  # read stage: each read task's own count of the rows it made, checked against the rows written
 
 
 def log(msg: str) -> None:
@@ -39,18 +40,26 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------- Ray Data UDFs (run in workers)
 
-def read_udf(specs: pa.Table, cfg: ReadConfig) -> Iterator[pa.Table]:
+def read_udf(specs: pa.Table, cfg: ReadConfig, tally: str) -> Iterator[pa.Table]:
     from wildreward.extract.read import read_task
 
     for spec in specs.to_pylist():
-        rows = []
+        rows, n = [], 0
         for row in read_task(spec, cfg):
             rows.append(row)
+            n += 1
             if len(rows) >= READ_BATCH_ROWS:
                 yield schema.to_table(rows, schema.CONVERSATION)
                 rows = []
         if rows:
             yield schema.to_table(rows, schema.CONVERSATION)
+        write_tally(Location.parse(tally), spec, n)
+
+
+def write_tally(folder: Location, spec: dict, rows: int) -> None:
+    """One file per read task, named by its spec: a retried task overwrites its own count."""
+    name = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    (folder / f"{name}.json").write_text(json.dumps({**spec, "rows": rows}))
 
 
 def turns_udf(convs: pa.Table, cfg: FilterConfig) -> pa.Table:
@@ -260,6 +269,36 @@ def check_unique(stage_dir: Location, expected: int, what: str) -> None:
         raise RuntimeError(f"{what}: {len(ids)} rows written, {unique} unique ids, {expected} expected")
 
 
+def read_stats(stage_dir: Location) -> dict:
+    """Stats of the written read stage. ``records`` is what the read tasks counted themselves (``TALLY``), so a row
+    lost or doubled between reader and disk stops the run here, before any LLM call; so do duplicate ids."""
+    records = sum(json.loads(f.read_text())["rows"] for f in (stage_dir / TALLY).glob("*.json"))
+    t = read_table(stage_dir, ["conversation_id", "source", "quarantine_reason"])
+    if t.num_rows != records:
+        raise RuntimeError(f"read: the read tasks made {records} rows, {t.num_rows} were written to {stage_dir}")
+    kept = t.filter(pc.is_null(t["quarantine_reason"]))
+    check_unique_conversations(stage_dir, kept["conversation_id"])
+    return {"records": records, "conversations": kept.num_rows, "quarantined": prefix_counts(t["quarantine_reason"]),
+            "sources": counts(kept, "source")}
+
+
+def check_unique_conversations(stage_dir: Location, ids: pa.ChunkedArray) -> None:
+    """Turn ids, and so the annotation resume and check_unique, are built from conversation ids: a duplicate would
+    be annotated (paid for) before check_unique failed. Stopping here is simpler than choosing which copy to keep,
+    and the same conversation in two input files is a mistake to fix in the input."""
+    tally = pc.value_counts(ids)
+    dups = tally.field("values").filter(pc.greater(tally.field("counts"), 1))
+    if not len(dups):
+        return
+    rows = read_table(stage_dir, ["conversation_id", "source_file", "line", "quarantine_reason"])
+    rows = rows.filter(pc.and_(pc.is_null(rows["quarantine_reason"]),
+                               pc.is_in(rows["conversation_id"], value_set=dups[:3]))).to_pylist()
+    where = ", ".join(f"{r['conversation_id']} at {r['source_file']}:{r['line']}"
+                      for r in sorted(rows, key=lambda r: (r["conversation_id"], r["source_file"], r["line"])))
+    raise RuntimeError(f"read: {len(dups)} conversation ids occur more than once (e.g. {where}); remove the "
+                       "duplicates from the input")
+
+
 def run_extract(cfg: ExtractConfig) -> dict:
     """Run (or resume) the whole extraction stage; returns the stats also written to ``stats.json``."""
     out = Location.parse(cfg.output_dir)
@@ -279,22 +318,22 @@ def run_extract(cfg: ExtractConfig) -> dict:
     def read(d: Location) -> dict:
         from wildreward.extract.read import plan_read_tasks
 
-        specs = plan_read_tasks(cfg.read)
-        log(f"reading {len(specs)} read tasks from {len(cfg.read.paths)} path(s)")
-        rc.write_parquet(rc.map_tables(rc.from_items(specs), read_udf, cfg=cfg.read), str(d))
-        t = read_table(d, ["source", "quarantine_reason"])
-        q = prefix_counts(t["quarantine_reason"])
-        return {"records": t.num_rows, "conversations": t.num_rows - sum(q.values()), "quarantined": q,
-                "sources": counts(t.filter(pc.is_null(t["quarantine_reason"])), "source")}
+        skipped: list = []
+        specs = plan_read_tasks(cfg.read, skipped)
+        log(f"reading {len(specs)} read tasks from {len(cfg.read.paths)} path(s); {len(skipped)} file(s) in them "
+            "skipped as not chat logs")
+        rc.write_parquet(rc.map_tables(rc.from_items(specs), read_udf, cfg=cfg.read, tally=str(d / TALLY)), str(d))
+        counted = read_stats(d)
+        # quarantine/ is written with the read stage, so it is redone exactly when the read stage is.
+        (out / "quarantine").rmtree()
+        if counted["quarantined"]:
+            q = rc.read_parquet(str(d), columns=["source_file", "line", "conversation_id", "quarantine_reason",
+                                                 "raw"])
+            rc.write_parquet(rc.map_tables(q, lambda t: t.filter(pc.is_valid(t["quarantine_reason"]))),
+                             str(out / "quarantine"))
+        return {**counted, "skipped_files": len(skipped)}
 
     stats["read"] = run_stage(out, "read", keys["read"], read)
-    if stats["read"]["quarantined"] and not (out / "quarantine" / "_DONE").exists():
-        (out / "quarantine").rmtree()
-        q = rc.read_parquet(str(stages / "read"), columns=["source_file", "line", "conversation_id",
-                                                            "quarantine_reason", "raw"])
-        rc.write_parquet(rc.map_tables(q, lambda t: t.filter(pc.is_valid(t["quarantine_reason"]))),
-                         str(out / "quarantine"))
-        (out / "quarantine" / "_DONE").touch()
 
     def turns(d: Location) -> dict:
         convs = rc.map_tables(rc.read_parquet(str(stages / "read")), keep_null, column="quarantine_reason")
