@@ -234,3 +234,60 @@ def test_sequence_logps_rejects_bad_masks(models):
     empty[1] = 0
     with pytest.raises(ValueError, match="no response tokens"):
         sequence_logps(policy, ids, attn, empty)
+
+
+# ---------------------------------------------------------------- update_step: the reference computes as the policy
+
+class AutocastEngine:
+    """What ``update_step`` needs of an engine, computing as ``DDPEngine`` with precision bf16 does: fp32 weights
+    under bf16 autocast (the real engine needs a Ray Train worker). It only accumulates gradients."""
+
+    weights_dtype = torch.float32
+
+    def __init__(self, model, enabled=True):
+        self.model, self.autocast = model, torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+    def backward_micro(self, compute_loss):
+        with self.autocast:
+            loss = compute_loss(self.model)
+        loss.backward()
+
+
+def pair_slots(tok):
+    return [({"prompt_ids": p, "chosen_ids": r, "rejected_ids": r[:2] + [tok.eos_token_id]}, 1.0)
+            for p, r in rows(tok)]
+
+
+def run_update(engine, reference, tok, length_normalize):
+    from wildreward.dpo.config import DPOConfig
+    from wildreward.dpo.loop import update_step
+
+    cfg = DPOConfig.model_validate({"loss": {"length_normalize": length_normalize}})
+    out = update_step(engine, reference, pair_slots(tok), micro=2, n_pairs=3, scale=1, cfg=cfg,
+                      pad_id=tok.pad_token_id, device=torch.device("cpu"), times={})
+    engine.model.zero_grad()
+    return out
+
+
+@pytest.mark.parametrize("length_normalize", [False, True])
+def test_reference_pass_runs_under_the_engines_autocast(models, length_normalize):
+    # Policy and reference hold the same weights, so at step 0 every DPO logit must be exactly 0 (loss log 2,
+    # no KL) even though the engine computes in bf16: a reference computed otherwise puts noise there.
+    policy, ref, tok = models
+    out = run_update(AutocastEngine(policy), ref, tok, length_normalize)
+    assert out["dpo_margin"] == 0.0 and out["kl_pairs"] == 0.0
+    assert out["loss"] == pytest.approx(LOG2_F32, abs=1e-7)
+
+
+def test_kl_pairs_is_per_token_with_or_without_length_normalisation(models):
+    import copy
+
+    policy, _, tok = models
+    moved = copy.deepcopy(policy)
+    with torch.no_grad():
+        for param in moved.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    engine = AutocastEngine(policy, enabled=False)
+    summed, normalised = (run_update(engine, moved, tok, flag)["kl_pairs"] for flag in (False, True))
+    assert abs(summed) > 1e-3
+    assert normalised == pytest.approx(summed, rel=1e-5)

@@ -244,6 +244,22 @@ def test_find_bad_rows_clean_table_and_multiple_reasons():
     assert got == ["empty_query", "empty_response", "label_out_of_range"]
 
 
+def test_find_bad_rows_float_labels_must_be_whole_numbers():
+    table = rows_table([{"id": i, "query": "q", "response": "r", "label": 1} for i in ("a", "b", "c", "d", "e")])
+    table = table.set_column(4, "label", pa.array([2.0, 2.5, float("nan"), 0.5, None], pa.float64()))
+    got = sorted(zip(*find_bad_rows(table, 4).to_pydict().values()))
+    assert got == [("b", "label_not_integer"), ("c", "label_not_integer"), ("d", "label_not_integer"),
+                   ("d", "label_out_of_range"), ("e", "label_missing")]
+
+
+@pytest.mark.parametrize("values, type_", [([True], pa.bool_()), (["3"], pa.string())])
+def test_find_bad_rows_rejects_a_label_column_that_is_not_numeric(values, type_):
+    table = rows_table([{"id": "a", "query": "q", "response": "r", "label": 1}])
+    table = table.set_column(4, "label", pa.array(values, type_))
+    with pytest.raises(ValueError, match=f"label column has type {type_}"):
+        find_bad_rows(table, 4)
+
+
 @pytest.mark.parametrize("column", ["label", "response", "history"])
 def test_find_bad_rows_missing_column(column):
     table = rows_table([{"id": "a", "query": "q", "response": "r", "label": 3}]).drop_columns([column])
@@ -357,8 +373,39 @@ def test_satisfaction_calibration_fit_and_one_class_split():
     rng = np.random.default_rng(0)
     label = rng.integers(1, 5, 400)
     reward = label + rng.normal(0, 0.5, 400)
-    fit = fit_satisfaction_calibration(reward, label)
+    fit = fit_satisfaction_calibration(reward, label, 4)
     assert fit["n"] == 400 and fit["positives"] == int((label >= 3).sum()) and fit["a"] > 1
     assert 1 / (1 + np.exp(-(fit["a"] * 2.5 + fit["b"]))) == pytest.approx(0.5, abs=0.1)  # the boundary is ~2.5
-    one_class = fit_satisfaction_calibration(reward[:5], np.ones(5, dtype=int))
+    one_class = fit_satisfaction_calibration(reward[:5], np.ones(5, dtype=int), 4)
     assert "a" not in one_class and one_class["skipped"] and one_class["positives"] == 0
+    # other scales: the upper half, without an odd scale's neutral middle
+    assert fit_satisfaction_calibration(reward, label, 2)["positives"] == int((label >= 2).sum())
+    assert fit_satisfaction_calibration(reward, label, 5)["target"] == "P(label >= 4)"
+
+
+def test_satisfied_min_level():
+    from wildreward.ordinal import SATISFIED_MIN_LEVEL, satisfied_min_level
+
+    assert [satisfied_min_level(k) for k in (2, 3, 4, 5, 6)] == [2, 3, 3, 4, 4]
+    assert satisfied_min_level(4) == SATISFIED_MIN_LEVEL  # the paper's four levels
+
+
+def test_validation_runs_its_passes_on_a_rank_without_held_out_rows(minilm_tok):
+    # Fewer held-out rows than ranks leaves a rank with none; it must still run every forward pass (ZeRO-3 gathers
+    # parameters collectively) on a filler batch, and report nothing.
+    from wildreward.train.config import TrainConfig
+    from wildreward.train.loop import Validation
+
+    class Engine:
+        def __init__(self):
+            self.batch_sizes = []
+
+        def eval_logits(self, batch):
+            self.batch_sizes.append(len(batch["input_ids"]))
+            return torch.zeros(len(batch["input_ids"]), 3)
+
+    cfg = TrainConfig(batch={"eval_batch_size": 4})
+    engine = Engine()
+    # 9 rows over 2 ranks: at most 5 per rank, so ceil(5 / 4) = 2 passes each
+    assert Validation(cfg, minilm_tok, [], rank=1, world=2, total_rows=9).run(engine, False, None) == {}
+    assert engine.batch_sizes == [1, 1]

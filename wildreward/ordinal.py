@@ -20,6 +20,12 @@ import torch.nn.functional as F
 SATISFIED_MIN_LEVEL = 3
 
 
+def satisfied_min_level(num_levels: int) -> int:
+    """The lowest level that means "satisfied": the upper half of the scale, without the middle level of an odd
+    one (neutral). 3 of 4, as ``SATISFIED_MIN_LEVEL``; 4 of 5; 2 of 2."""
+    return (num_levels + 1) // 2 + 1
+
+
 def ordinal_targets(labels: torch.Tensor, num_levels: int) -> torch.Tensor:
     """Levels 1..K -> float targets [B, K-1] with column k-1 = 1(y > k)."""
     thresholds = torch.arange(1, num_levels, device=labels.device)

@@ -90,7 +90,7 @@ def build_model(backbone: str, head: str, num_levels: int, *, dropout: bool = Fa
     if from_config_only:
         net = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust_remote_code)
     else:
-        net = AutoModelForSequenceClassification.from_pretrained(path, config=config,
+        net = AutoModelForSequenceClassification.from_pretrained(path, config=config, use_safetensors=True,
                                                                  trust_remote_code=trust_remote_code)
     return OrdinalRewardModel(net, head, num_levels), tok
 

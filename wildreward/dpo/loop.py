@@ -76,11 +76,10 @@ def encode_pairs(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": attention, "loss_mask": response}
 
 
-def load_policy(path: str, device, bf16: bool):
+def load_policy(path: str, device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(resolve_model(path), use_safetensors=True,
-                                                dtype=torch.bfloat16 if bf16 else torch.float32).to(device)
+    return AutoModelForCausalLM.from_pretrained(resolve_model(path), use_safetensors=True, dtype=dtype).to(device)
 
 
 def dpo_loop(config: dict[str, Any]) -> None:
@@ -94,12 +93,10 @@ def dpo_loop(config: dict[str, Any]) -> None:
     device = rc.train_device()
     tok = AutoTokenizer.from_pretrained(resolve_model(cfg.policy.path))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    bf16 = cfg.dist.precision == "bf16"
-    policy = load_policy(cfg.policy.path, device, bf16=False)  # fp32 master weights; engines cast as configured
+    policy = load_policy(cfg.policy.path, device, torch.float32)  # fp32 master weights; engines cast as configured
     policy.config.use_cache = False
     if cfg.policy.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
-    reference = load_policy(cfg.policy.path, device, bf16).eval().requires_grad_(False)
     policy.train()
     # Dropout would make step 1's policy and reference log-probs differ; DPO runs without it.
     for module in policy.modules():
@@ -111,6 +108,9 @@ def dpo_loop(config: dict[str, Any]) -> None:
     slots = micro * accum
     engine = build_engine(policy, cfg.dist, cfg.optim, micro_batch=micro, grad_accum=accum,
                           total_steps=total_steps, device=device)
+    # The reference computes as the policy does (weights dtype, autocast), so their log-probs agree at step 0:
+    # the original's bf16 reference against an fp32 policy put noise into every DPO logit.
+    reference = load_policy(cfg.policy.path, device, engine.weights_dtype).eval().requires_grad_(False)
     rollout = engines[rank % len(engines)]
 
     step = 0
@@ -202,7 +202,7 @@ def update_step(engine, reference, slots: list[tuple[dict, float]], micro: int, 
     batches = [slots[i:i + micro] for i in range(0, len(slots), micro)]
     encoded = [{k: v.to(device) for k, v in encode_pairs([r for r, _ in b], pad_id).items()} for b in batches]
     t = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), engine.autocast:
         ref = [sequence_logps(reference, e["input_ids"], e["attention_mask"], e["loss_mask"],
                               length_normalize=cfg.loss.length_normalize) for e in encoded]
     times["reference_s"] = time.perf_counter() - t
@@ -223,11 +223,16 @@ def update_step(engine, reference, slots: list[tuple[dict, float]], micro: int, 
             loss, metrics = dpo_loss(pc, pr, ref_c, ref_r, beta=cfg.loss.beta,
                                      label_smoothing=cfg.loss.label_smoothing, loss_type=cfg.loss.loss_type)
             tokens = enc["loss_mask"].sum(-1)
-            # log pi - log ref over the pairs' tokens: a KL estimate on reward-selected samples (biased; a trend)
-            logratio = float((torch.cat([pc, pr]) - torch.cat([ref_c, ref_r])).detach().sum())
+            tokens = torch.cat([tokens[:k][real], tokens[k:][real]])
+            # log pi - log ref over the pairs' tokens: a KL estimate on reward-selected samples (biased; a trend).
+            # Length-normalised log-probs are per-token means: weigh them back to sums before dividing by tokens.
+            per_sequence = torch.cat([pc, pr]) - torch.cat([ref_c, ref_r])
+            if cfg.loss.length_normalize:
+                per_sequence = per_sequence * tokens
+            logratio = float(per_sequence.detach().sum())
             sums[:] += [loss.item() * n_real, metrics["reward_accuracy"] * n_real, metrics["reward_margin"] * n_real,
                         metrics["reward_chosen"] * n_real, metrics["reward_rejected"] * n_real, logratio,
-                        float(tokens[:k][real].sum() + tokens[k:][real].sum())]
+                        float(tokens.sum())]
             return loss * (n_real * scale / n_pairs)
 
         engine.backward_micro(compute_loss)

@@ -95,7 +95,15 @@ def export_policy(checkpoint_dir: Path, cfg: DPOConfig, target: Path) -> None:
 
     path = resolve_model(cfg.policy.path)
     model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)
-    model.load_state_dict(consolidated_state_dict(checkpoint_dir, cfg), strict=False)
+    loaded = model.load_state_dict(consolidated_state_dict(checkpoint_dir, cfg), strict=False)
+    # Only a tied output embedding may be absent (it is the input embedding). Anything else missing or unexpected
+    # means the checkpoint does not fit this model, and saving would export the untrained policy.
+    kept = {param.data_ptr() for name, param in model.named_parameters(remove_duplicate=False)
+            if name not in loaded.missing_keys}
+    missing = [k for k in loaded.missing_keys if model.get_parameter(k).data_ptr() not in kept]
+    if missing or loaded.unexpected_keys:
+        raise RuntimeError(f"the DPO checkpoint does not fit {path}: missing {missing[:5]}, unexpected "
+                           f"{loaded.unexpected_keys[:5]}")
     model.save_pretrained(target, safe_serialization=True)
     AutoTokenizer.from_pretrained(path).save_pretrained(target)
 

@@ -18,15 +18,20 @@ REQUIRED_COLUMNS = ("id", "history", "query", "response", "label")
 
 
 def find_bad_rows(table: pa.Table, num_levels: int) -> pa.Table:
-    """One row per unusable training row: ``id`` and ``reason`` (missing column, label out of 1..K, empty
-    query or response). Training refuses to start when this is not empty: a bad label is not silently dropped."""
+    """One row per unusable training row: ``id`` and ``reason`` (missing column, label not a whole number or out
+    of 1..K, empty query or response). Training refuses to start when this is not empty: a bad label is not
+    silently dropped or rounded."""
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
         raise ValueError(f"training data lacks columns {missing} (has {table.column_names}); "
                          "expected the train/ output of `wildreward extract`")
     label = table["label"]
-    checks = {
-        "label_missing": pc.is_null(label),
+    if not (pa.types.is_integer(label.type) or pa.types.is_floating(label.type)):
+        raise ValueError(f"the label column has type {label.type}; expected integer levels 1..{num_levels}")
+    checks = {"label_missing": pc.is_null(label)}
+    if pa.types.is_floating(label.type):  # 2.5 or NaN would otherwise become level 2 or a crash later
+        checks["label_not_integer"] = pc.or_(pc.is_nan(label), pc.not_equal(pc.floor(label), label))
+    checks |= {
         "label_out_of_range": pc.or_(pc.less(label, 1), pc.greater(label, num_levels)),
         "empty_query": pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(table["query"], ""))), 0),
         "empty_response": pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(table["response"], ""))), 0),

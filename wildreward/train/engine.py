@@ -99,6 +99,9 @@ class DeepSpeedEngine:
         }
         lr_fn = schedule(total_steps, optim)
         self.zero_stage = dist_cfg.zero_stage
+        # How the model computes: DeepSpeed casts the weights themselves, with no autocast around the forward.
+        self.weights_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dist_cfg.precision, torch.float32)
+        self.autocast = contextlib.nullcontext()
         self.engine, *_ = deepspeed.initialize(
             model=model, model_parameters=param_groups(model, optim.weight_decay), config=ds_config,
             lr_scheduler=lambda opt: LambdaLR(opt, lr_fn))
@@ -159,6 +162,8 @@ class DDPEngine:
                                            betas=optim.betas, eps=optim.eps)
         self.scheduler = LambdaLR(self.optimizer, schedule(total_steps, optim))
         self.micro = 0
+        # How the model computes: fp32 weights, bf16 matmuls under autocast when configured.
+        self.weights_dtype = torch.float32
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dist_cfg.precision == "bf16")
 
     def backward_micro(self, compute_loss: Callable[[torch.nn.Module], torch.Tensor]) -> tuple[float, bool]:

@@ -32,6 +32,9 @@ from wildreward.train.engine import build_rm_engine, train_micro_batch
 def all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)
     if dist.is_initialized() and dist.get_world_size() > 1:
+        # NCCL reduces only CUDA tensors (Ray Train's GPU process group has no CPU backend).
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
+        t = t.to(device)
         dist.all_reduce(t, op=op)
     return t.tolist()
 
@@ -117,28 +120,37 @@ def read_metrics(out_dir: str | Path | Location) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-class Validation:
-    """This rank's slice of the held-out set (every world-th row), tokenised once, evaluated in length-sorted
-    batches. Every rank runs the same number of forward passes (ZeRO-3 gathers parameters collectively)."""
+def held_out_rows(rank: int, world: int) -> list[dict]:
+    """This rank's slice of the held-out set: every world-th row."""
+    rows, index = [], 0
+    for table in rc.train_shard("validation").iter_batches(batch_size=1024, batch_format="pyarrow"):
+        for row in table.select(list(REQUIRED_COLUMNS)).to_pylist():
+            if index % world == rank:
+                rows.append(row)
+            index += 1
+    return rows
 
-    def __init__(self, cfg: TrainConfig, tokenizer, rank: int, world: int, total_rows: int):
-        self.cfg, self.tok = cfg, tokenizer
-        rows, index = [], 0
-        for table in rc.train_shard("validation").iter_batches(batch_size=1024, batch_format="pyarrow"):
-            for row in table.select(list(REQUIRED_COLUMNS)).to_pylist():
-                if index % world == rank:
-                    rows.append(row)
-                index += 1
+
+class Validation:
+    """This rank's slice of the held-out set, tokenised once, evaluated in length-sorted batches. Every rank runs
+    the same number of forward passes (ZeRO-3 gathers parameters collectively), even one with no rows."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer, rows: list[dict], rank: int, world: int, total_rows: int):
+        self.cfg, self.tok, self.rank = cfg, tokenizer, rank
         self.examples = encode_rows(rows, tokenizer, cfg.model.max_length, cfg.model.truncation)
         self.examples.sort(key=lambda e: -len(e["input_ids"]))
         self.num_batches = math.ceil(math.ceil(total_rows / world) / cfg.batch.eval_batch_size)
+        # What a rank runs once its slice is used up (or when it has none: fewer held-out rows than ranks).
+        self.filler = self.examples[:1] or encode_rows(
+            [{"id": "filler", "history": [], "query": "q", "response": "r", "label": 1}], tokenizer,
+            cfg.model.max_length, cfg.model.truncation)
 
     def run(self, engine, final: bool, out_dir: Location) -> dict[str, float]:
         bs = self.cfg.batch.eval_batch_size
         ids, labels, logits = [], [], []
         for b in range(self.num_batches):
             chunk = self.examples[b * bs:(b + 1) * bs]
-            batch = collate(chunk or self.examples[:1], self.tok.pad_token_id)
+            batch = collate(chunk or self.filler, self.tok.pad_token_id)
             out = engine.eval_logits(batch)
             if chunk:  # an empty chunk was a filler pass to keep the ranks in step
                 ids += [e["id"] for e in chunk]
@@ -146,7 +158,7 @@ class Validation:
                 logits.append(out)
         local = (ids, labels, torch.cat(logits).tolist() if logits else [])
         gathered = gather_objects(local)
-        if dist.is_initialized() and dist.get_rank() != 0:
+        if self.rank != 0:
             return {}
         all_ids = [i for g in gathered for i in g[0]]
         all_labels = np.array([y for g in gathered for y in g[1]])
@@ -183,7 +195,8 @@ def train_loop(config: dict[str, Any]) -> None:
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
     with rc.restored_checkpoint() as ckpt:
         if ckpt is not None:
-            state = {k: engine.load(ckpt)[k] for k in state}
+            saved = engine.load(ckpt)  # once: it restores the optimizer state too
+            state = {k: saved[k] for k in state}
             rng_file = ckpt / "rng" / f"rank{rank}.pt"
             if rng_file.exists():
                 _set_rng_state(torch.load(rng_file, weights_only=False))
@@ -193,7 +206,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 f"micro-batch {state['micro_in_epoch']})")
     log.say(f"{train_rows} rows, {world} workers x micro-batch {mb} x accumulation {accum} = global batch "
             f"{cfg.batch.global_batch_size}; {steps_per_epoch} steps/epoch, {total_steps} steps total")
-    validation = Validation(cfg, tok, rank, world, test_rows) if test_rows else None
+    validation = Validation(cfg, tok, held_out_rows(rank, world), rank, world, test_rows) if test_rows else None
     if state["step"] >= total_steps:
         return
 

@@ -131,6 +131,8 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.data.test:
         datasets["validation"], test_rows = load_split(cfg.data.test, cfg, cfg.data.max_test_rows, "test",
                                                        shuffle=False)
+    elif (out / "predictions.parquet").exists():  # an earlier run's: the export would calibrate from them
+        (out / "predictions.parquet").unlink()
     steps_per_epoch, total_steps = plan_steps(cfg, train_rows)
     labels = count_labels(train_ds)
     pos_weight = None
@@ -166,8 +168,8 @@ def export_checkpoint(checkpoint_dir: Path, cfg: TrainConfig, target: Path) -> P
                              trust_remote_code=cfg.model.trust_remote_code, from_config_only=True)
     model.load_state_dict(consolidated_state_dict(checkpoint_dir, cfg))
     stats: dict[str, Any] = {}
-    predictions = Location.parse(cfg.output_dir) / "predictions.parquet"
-    if predictions.exists():
+    predictions = Location.parse(cfg.output_dir) / "predictions.parquet"  # the final validation's
+    if cfg.data.test and predictions.exists():
         import pyarrow.parquet as pq
 
         table = pq.read_table(predictions.path, filesystem=predictions.fs)
@@ -175,19 +177,20 @@ def export_checkpoint(checkpoint_dir: Path, cfg: TrainConfig, target: Path) -> P
         stats = {"split": "test", "n": int(len(reward)), "mean": float(reward.mean()), "std": float(reward.std()),
                  **{f"p{q}": float(np.percentile(reward, q)) for q in (5, 25, 50, 75, 95)},
                  "mean_by_label": {str(int(y)): float(reward[label == y].mean()) for y in np.unique(label)}}
-        stats["calibration"] = fit_satisfaction_calibration(reward, label)
+        stats["calibration"] = fit_satisfaction_calibration(reward, label, cfg.model.num_levels)
     return save_reward_model(model, tok, target, max_length=cfg.model.max_length, truncation=cfg.model.truncation,
                              score_stats=stats, extra={"backbone": cfg.model.backbone})
 
 
-def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray, num_levels: int) -> dict[str, Any]:
     """Platt scaling of the reward to P(user satisfied) on the held-out split, served as ``p_satisfied``; a
     split with one class only records why there is no fit."""
     from wildreward.eval.metrics import fit_platt
-    from wildreward.ordinal import SATISFIED_MIN_LEVEL
+    from wildreward.ordinal import satisfied_min_level
 
-    satisfied = (label >= SATISFIED_MIN_LEVEL).astype(int)
-    out: dict[str, Any] = {"target": f"P(label >= {SATISFIED_MIN_LEVEL})", "n": int(len(label)),
+    first = satisfied_min_level(num_levels)
+    satisfied = (label >= first).astype(int)
+    out: dict[str, Any] = {"target": f"P(label >= {first})", "n": int(len(label)),
                            "positives": int(satisfied.sum())}
     if 0 < satisfied.sum() < len(satisfied):
         out["a"], out["b"] = fit_platt(reward, satisfied)
