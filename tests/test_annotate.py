@@ -41,9 +41,20 @@ def real_turns(n: int) -> list[dict]:
     ("[3]", None), ("3", None), ("", None), (None, None),
     ("answer: [[2]] ", 2),
     ("Format is [[n]]. My answer: [[2]]", 2),
+    ("[[\uff14]]", 4), ("[[\u0664]]", 4),                      # full-width and Arabic-Indic four
+    ("[[\u00b2]]", None), ("[[\u2460]]", None),                  # digits that are not decimals: no crash
 ])
 def test_parse_rating(text, expected):
     assert parse_rating(text) == expected
+
+
+def test_non_finite_probabilities_are_an_error_not_the_first_label():
+    from wildreward.extract.annotate import read_choice
+    from wildreward.extract.backends import Result
+
+    assert read_choice(Result(probs=[0.1, 0.2, 0.4, 0.2, 0.1]), 1)[0] == 3
+    label, raw, error = read_choice(Result(probs=[float("nan")] * 5), 1)
+    assert label is None and error.startswith("non_finite_probs") and "nan" in raw
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -70,8 +81,12 @@ def test_feedback_prompt_shows_the_three_messages():
         assert message["role"] == "user"
         assert "Q" * 50 in message["content"] and "F-feedback" in message["content"]
         assert "R" * 5000 not in message["content"] and "characters cut" in message["content"]
-        assert "When in doubt, answer 3." in message["content"]
+        # the paper's fallback for unclear feedback: the response's own quality, never 5
+        assert "high quality = 4, average = 3, poor = 1, never 5" in message["content"]
     assert "[[n]]" in free["content"] and "single digit" in fixed["content"]
+    (strict,) = build_feedback_prompt(row, "constrained", 200, unclear_feedback="neutral")
+    assert "When in doubt, answer 3." in strict["content"] and "ONLY the user's next message" in strict["content"]
+    assert "never 5" not in strict["content"]
 
 
 def test_refusal_prompt():

@@ -134,6 +134,7 @@ class StubOpenAI:
         self.text, self.delay = text, delay
         self.requests, self.in_flight, self.max_in_flight = [], 0, 0
         self.seen: dict[str, int] = {}
+        self.down = False  # True: every request gets a 503, as from an endpoint under maintenance
 
     def start(self) -> str:
         from aiohttp import web
@@ -171,6 +172,8 @@ class StubOpenAI:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             await asyncio.sleep(2.0 if "SLOW" in content else self.delay)
+            if self.down:
+                return web.Response(status=503, text="down for maintenance")
             if "FAIL500ONCE" in content and first:
                 return web.Response(status=500, text="upstream exploded")
             if "RATE429ONCE" in content and first:
@@ -263,7 +266,7 @@ def test_http_timeout_gives_up_after_retries(stub):
     backend = http_backend(stub, timeout_s=0.3, max_retries=1)
     slow, fine = backend.generate([user("SLOW"), user("fine")])
     backend.close()
-    assert slow.error.startswith("timeout") and "2 attempts" in slow.error
+    assert slow.error.startswith("backend_unavailable: timeout") and "2 attempts" in slow.error  # retried on resume
     assert stub.count("SLOW") == 2 and fine.text == stub.text
 
 
@@ -293,7 +296,7 @@ def test_http_connection_refused_is_a_row_error():
     backend.retry.backoff_s = 0.01
     (result,) = backend.generate([CHAT])
     backend.close()
-    assert result.error.startswith("connection error")
+    assert result.error.startswith("backend_unavailable: connection error")
 
 
 @pytest.mark.parametrize("mode", ["constrained", "freeform"])

@@ -2,6 +2,7 @@
 import gzip
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -125,6 +126,46 @@ def test_extract_through_http_backend(tmp_path, logs_dir, ray_local):
     assert len(stub.requests) == annotated + judged  # no duplicate, no missing request
     assert stats["annotate"]["labels"] == {"5": annotated}  # the stub's top token is "5"
     assert all(r["body"]["model"] == "stub-model" and r["body"]["logprobs"] for r in stub.requests)
+
+
+def test_rows_the_backend_never_answered_are_retried_by_the_next_run(tmp_path, logs_dir, ray_local):
+    """An endpoint down mid-run: the stage fails instead of keeping the rows as errors, and the re-run sends
+    exactly those rows again, keeping what was annotated."""
+    from tests.test_backends import StubOpenAI
+
+    stub = StubOpenAI(delay=0.01)
+    url = stub.start()
+    cfg = extract_config(tmp_path / "run", logs_dir, "stub-model", "read.max_conversations=6", "annotator.backend=http",
+                         f"annotator.http.base_url={url}", "annotator.http.max_retries=0", "annotator.num_cpus=0.5",
+                         "split.test_size=3")
+    try:
+        stub.down = True
+        with pytest.raises(Exception, match="got no answer from the annotator backend"):
+            run_extract(cfg)
+        failed = len(stub.requests)
+        stub.down = False
+        stats = run_extract(cfg)
+    finally:
+        stub.stop()
+    annotated, judged = stats["annotate"]["annotated"], stats["refusal"]["judged"]
+    assert failed == annotated == stats["turns"]["kept"] > 0
+    assert stats["annotate"]["errors"] == 0 and stats["annotate"]["annotated_this_run"] == annotated
+    assert len(stub.requests) == failed + annotated + judged  # each row once more, nothing twice
+
+
+def test_drop_unavailable_keeps_every_other_row(tmp_path):
+    from wildreward.extract.pipeline import drop_unavailable
+
+    def part(name, errors):
+        pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(len(errors))], "error": errors}),
+                       tmp_path / f"{name}.parquet")
+
+    part("a", [None, "backend_unavailable: http 503: down (gave up after 1 attempts)", "unparseable: ..."])
+    part("b", ["backend_unavailable: timeout: ReadTimeout (gave up after 6 attempts)"])
+    part("c", [None])
+    assert drop_unavailable(Location.parse(tmp_path), "error") == 2
+    left = sorted(i for f in tmp_path.glob("*.parquet") for i in pq.read_table(f)["id"].to_pylist())
+    assert left == ["a0", "a2", "c0"] and not (tmp_path / "b.parquet").exists()
 
 
 @pytest.mark.vllm

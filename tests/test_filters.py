@@ -20,8 +20,8 @@ def turn(**changes) -> dict:
 
 
 def test_rules_are_listed_in_order():
-    assert RULES == ("empty_message", "message_too_long", "language", "history_too_long", "short_query",
-                     "short_response", "image", "search", "identity", "file", "media", "pii")
+    assert RULES == ("empty_message", "message_too_long", "language", "history_too_long", "too_many_words",
+                     "short_query", "short_response", "image", "search", "identity", "file", "media", "pii")
 
 
 def test_a_normal_turn_passes():
@@ -37,6 +37,11 @@ CASES = [
     ("language", turn(language="fr")),
     ("language", turn(language=None)),
     ("history_too_long", turn(history=[{"role": "user", "content": "x"}] * 21)),
+    # over 4,096 words (characters in Chinese) in history + query + response
+    ("too_many_words", turn(history=[{"role": "user", "content": "w " * 200}] * 20,
+                            query="one two three four " + "five " * 73, response="r " * 100)),
+    ("too_many_words", turn(language="zh", history=[{"role": "user", "content": "字" * 4050}],
+                            query="请解释一下二分查找算法", response="二分查找每次将搜索区间减半，直到找到目标为止。" * 4)),
     ("short_query", turn(query="fix my code please")),
     ("short_query", turn(language="zh", query="你好！！ ？")),   # 2 characters once punctuation is ignored
     ("short_response", turn(response="Sure, here it is: nine words long, really.")),
@@ -62,6 +67,15 @@ CASES = [
 @pytest.mark.parametrize("rule, t", CASES, ids=[f"{rule}-{i}" for i, (rule, _) in enumerate(CASES)])
 def test_each_rule_fires(rule, t):
     assert filter_reason(t, CFG) == rule
+
+
+def test_word_cap_counts_history_query_and_response():
+    history = [{"role": "user", "content": "w " * 200}] * 20
+    fits = turn(history=history, query="q " * 46, response="r " * 50)  # 4000 + 46 + 50 = 4096 words
+    assert filter_reason(fits, CFG) is None
+    assert filter_reason(turn(history=history, query="q " * 47, response="r " * 50), CFG) == "too_many_words"
+    assert filter_reason(turn(history=history, query="q " * 47, response="r " * 50),
+                         FilterConfig(max_total_words=None)) is None
 
 
 def test_every_rule_has_a_case():

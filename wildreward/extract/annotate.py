@@ -11,6 +11,7 @@ The annotators are plain callables over lists of row dicts, for Ray Data ``map_b
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Sequence
 
@@ -24,7 +25,7 @@ VERDICTS = ["0", "1", "2"]
 # instructions' KV cache across rows.
 FEEDBACK_TASK = """\
 You are annotating real conversations between users and an AI assistant. Judge how the user reacted to the \
-assistant's response, using ONLY the user's next message as evidence.
+assistant's response, using {evidence} as evidence.
 
 Pick exactly one category:
 1 = Clear rejection: the user explicitly criticises or rejects the response or shows frustration \
@@ -42,7 +43,7 @@ Rules:
 - Rely only on strong and explicit evidence in the user's next message.
 - Do not assume the user is satisfied just because they continue the same topic.
 - Users often ask follow-up questions even when they are dissatisfied.
-- When in doubt, answer 3.
+- {unclear_rule}
 
 [User's previous message]
 {query}
@@ -93,7 +94,8 @@ def parse_last_bracket(text: str | None, allowed: Sequence[int]) -> int | None:
     """The value of the LAST ``[[...]]`` in ``text`` if it is one of ``allowed``, else None. The last one counts
     because outputs reason first and may quote the format or earlier candidates on the way."""
     matches = LAST_BRACKET.findall(text or "")
-    if not matches or not matches[-1].isdigit():
+    # isdecimal, not isdigit: "²" and "①" are digits that int() refuses; "４" and "٤" are decimals it reads
+    if not matches or not matches[-1].isdecimal():
         return None
     value = int(matches[-1])
     return value if value in allowed else None
@@ -109,9 +111,21 @@ def parse_verdict(text: str | None) -> int | None:
     return parse_last_bracket(text, range(0, 3))
 
 
-def build_feedback_prompt(row: dict, mode: str, max_field_chars: int) -> list[dict]:
+# What to answer when the next message shows no clear attitude (``AnnotatorConfig.unclear_feedback``).
+UNCLEAR_FEEDBACK = {
+    # the paper's prompt: fall back on the response's own quality
+    "paper": ("the user's next message", "If the user's next message shows no clear attitude, you may judge the "
+              "assistant's response itself: objectively high quality = 4, average = 3, poor = 1, never 5."),
+    # stricter: only the user's reaction counts, so unclear turns stay neutral (and are dropped)
+    "neutral": ("ONLY the user's next message", "When in doubt, answer 3."),
+}
+
+
+def build_feedback_prompt(row: dict, mode: str, max_field_chars: int, unclear_feedback: str = "paper") -> list[dict]:
     """Chat messages asking to rate the user's reaction (``feedback``) to ``response`` to ``query``."""
-    task = FEEDBACK_TASK.format(**{key: cut_middle(row.get(key), max_field_chars)
+    evidence, unclear_rule = UNCLEAR_FEEDBACK[unclear_feedback]
+    task = FEEDBACK_TASK.format(evidence=evidence, unclear_rule=unclear_rule,
+                                **{key: cut_middle(row.get(key), max_field_chars)
                                    for key in ("query", "response", "feedback")})
     ending = (FREEFORM_ENDING if mode == "freeform" else CONSTRAINED_ENDING).format(what="category")
     return [{"role": "user", "content": task + "\n" + ending}]
@@ -132,6 +146,8 @@ def read_choice(result: Result, first: int) -> tuple[int | None, str | None, str
     """(value, raw output, error) of a constrained result; the value is the argmax choice, numbered from ``first``."""
     if result.error is not None:
         return None, None, result.error
+    if not all(map(math.isfinite, result.probs)):  # argmax over NaNs would pick the first choice
+        return None, format_probs(result.probs), "non_finite_probs: " + format_probs(result.probs)
     best = max(range(len(result.probs)), key=result.probs.__getitem__)
     return first + best, format_probs(result.probs), None
 
@@ -157,7 +173,8 @@ class FeedbackAnnotator:
         self.backend = backend or make_backend(cfg, RATINGS)
 
     def __call__(self, rows: list[dict]) -> list[dict]:
-        prompts = [build_feedback_prompt(row, self.cfg.mode, self.cfg.max_field_chars) for row in rows]
+        prompts = [build_feedback_prompt(row, self.cfg.mode, self.cfg.max_field_chars, self.cfg.unclear_feedback)
+                   for row in rows]
         if self.cfg.mode == "constrained":
             results = self.backend.choice_probs(prompts, RATINGS)
             outcomes = [read_choice(r, 1) for r in results]

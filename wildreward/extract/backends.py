@@ -77,6 +77,11 @@ def single_token_ids(tokenizer, choices: Sequence[str]) -> list[int]:
     return ids
 
 
+# The error prefix of a row whose backend still failed transiently (5xx, 429, timeouts) after every retry: the
+# row is not the problem, so a re-run of the stage retries it (see extract.pipeline.run_llm_stage).
+UNAVAILABLE = "backend_unavailable"
+
+
 def run_per_row_on_failure(run: Callable[[list], list[Result]], items: list) -> list[Result]:
     """Run a whole batch; if it raises, run the items one by one so only the offending ones become errors."""
     try:
@@ -381,7 +386,9 @@ class HttpBackend:
 
         try:
             return read(await with_retries(call, self.retry))
-        except (RequestError, RetryableError) as err:
+        except RetryableError as err:
+            return Result(error=f"{UNAVAILABLE}: {err}")
+        except RequestError as err:
             return Result(error=str(err))
 
 

@@ -23,6 +23,9 @@ class FilterConfig(Section):
     """The paper's rule filters (Appendix A), applied to turns before annotation so no LLM call is wasted."""
     languages: list[str] = Field(default_factory=lambda: ["en", "zh"], description="ISO 639-1 codes to keep.")
     max_history_messages: int = 20
+    max_total_words: int | None = Field(4096, ge=1, description=(
+        "Turns whose history + query + response exceed this many words (characters for Chinese) are dropped as "
+        "'too_many_words' (paper: 4096); null: no cap."))
     min_query_words: int = 5
     min_response_words: int = 10   # characters for Chinese, as in the paper
     max_message_chars: int = Field(100_000, description="Longer messages are dropped as 'message_too_long'.")
@@ -45,6 +48,10 @@ class AnnotatorConfig(Section):
         "constrained: one forward pass, label from the next-token distribution over the label tokens; "
         "freeform: paper-faithful generation parsed for [[n]]."))
     model: str = "smollm2"
+    unclear_feedback: Literal["paper", "neutral"] = Field("paper", description=(
+        "When the user's next message shows no clear attitude. paper: the annotator may rate the response's own "
+        "quality (high 4, average 3, poor 1, never 5), as the paper's prompt does; neutral: answer 3, so only the "
+        "user's reaction counts."))
     temperature: float = 0.5       # paper (freeform only)
     max_tokens: int = Field(256, ge=1, description="Freeform generation budget (paper: 16384 for gpt-oss-120b).")
     max_field_chars: int = Field(4000, ge=100, description="Each message shown to the annotator is cut to this.")
@@ -56,6 +63,9 @@ class AnnotatorConfig(Section):
         "length-sorted, not counting the instructions all prompts share, whose KV cache is reused), on top of "
         "batch_size rows; a longer prompt runs alone. About 1k suits CPUs (big padded batches ran at half the "
         "speed); GPUs want 32k or more."))
+    max_unavailable_rate: float = Field(0.01, ge=0, le=1, description=(
+        "Share of rows whose backend stayed unreachable after all retries (HTTP 5xx, 429, timeouts) above which "
+        "the stage fails instead of finishing; running again with the same output_dir retries only those rows."))
     min_actors: int = Field(1, ge=1)
     max_actors: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, gt=0, description="Per actor; fractional on small machines.")

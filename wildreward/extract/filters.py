@@ -13,8 +13,8 @@ import unicodedata
 
 from wildreward.extract.config import FilterConfig
 
-RULES = ("empty_message", "message_too_long", "language", "history_too_long", "short_query", "short_response",
-         "image", "search", "identity", "file", "media", "pii")
+RULES = ("empty_message", "message_too_long", "language", "history_too_long", "too_many_words", "short_query",
+         "short_response", "image", "search", "identity", "file", "media", "pii")
 
 
 def words(*terms: str) -> str:
@@ -83,6 +83,15 @@ def filter_reason(turn: dict, cfg: FilterConfig) -> str | None:
         return "language"
     if len(turn["history"]) > cfg.max_history_messages:
         return "history_too_long"
+    if cfg.max_total_words is not None:
+        # the paper's 4,096-word cap on history + turn; counted lazily, the history being the long part
+        total = count_words(turn["query"], turn["language"]) + count_words(turn["response"], turn["language"])
+        for message in turn["history"]:
+            if total > cfg.max_total_words:
+                break
+            total += count_words(message["content"] or "", turn["language"])
+        if total > cfg.max_total_words:
+            return "too_many_words"
     if count_words(turn["query"], turn["language"]) < cfg.min_query_words:
         return "short_query"
     if count_words(turn["response"], turn["language"]) < cfg.min_response_words:

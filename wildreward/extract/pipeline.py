@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from wildreward import ray_compat as rc
 from wildreward.config import save_config
 from wildreward.extract import schema
+from wildreward.extract.backends import UNAVAILABLE
 from wildreward.extract.config import AnnotatorConfig, ExtractConfig, FilterConfig, ReadConfig, RefusalConfig
 from wildreward.extract.report import write_report
 from wildreward.storage import Location, read_table
@@ -243,8 +244,36 @@ def run_stage(out: Location, name: str, key: str, build: Callable[[Location], di
     return stats
 
 
-def run_llm_stage(ds, stage_dir: Location, udf: type, cfg: AnnotatorConfig) -> int:
-    """Resume-aware actor-pool pass: skip ids already in ``stage_dir``, append the rest. Returns rows redone."""
+def drop_unavailable(stage_dir: Location, column: str) -> int:
+    """Take the rows whose backend was unreachable out of an earlier run's files, so that resuming retries them.
+    Files are rewritten in place: one cut off by a crash is removed by ``written_ids`` and its rows are redone."""
+    dropped = 0
+    for path in stage_dir.glob("*.parquet"):
+        try:
+            errors = pq.read_table(path.path, columns=[column], filesystem=path.fs)[column].cast(pa.string())
+        except (pa.ArrowInvalid, OSError):
+            continue  # a partial file: written_ids removes it
+        failed = pc.fill_null(pc.starts_with(errors, UNAVAILABLE), False)
+        n = pc.sum(failed).as_py() or 0
+        if n:
+            table = pq.read_table(path.path, filesystem=path.fs).filter(pc.invert(failed))
+            if table.num_rows:
+                pq.write_table(table, path.path, filesystem=path.fs)
+            else:
+                path.unlink()
+            dropped += n
+    return dropped
+
+
+def run_llm_stage(ds, stage_dir: Location, udf: type, cfg: AnnotatorConfig, error_column: str) -> int:
+    """Resume-aware actor-pool pass: skip ids already in ``stage_dir``, append the rest. Returns rows redone.
+
+    Rows whose backend stayed unreachable are retried by the next run. When more than
+    ``cfg.max_unavailable_rate`` of the rows end that way (an endpoint down mid-run), the stage fails rather than
+    finishing: a finished stage would keep them as errors for good."""
+    retried = drop_unavailable(stage_dir, error_column)
+    if retried:
+        log(f"retrying {retried} rows whose backend was unavailable in the earlier run")
     done = written_ids(stage_dir)
     if len(done):
         log(f"resuming: {len(done)} rows already written")
@@ -259,6 +288,13 @@ def run_llm_stage(ds, stage_dir: Location, udf: type, cfg: AnnotatorConfig) -> i
         rc.write_parquet(rc.map_with_actors(todo, udf, {"cfg": cfg}, batch_size=batch,
                                             min_actors=cfg.min_actors, max_actors=cfg.max_actors,
                                             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus), str(stage_dir))
+    errors = read_table(stage_dir, [error_column])[error_column].cast(pa.string())
+    unavailable = pc.sum(pc.fill_null(pc.starts_with(errors, UNAVAILABLE), False)).as_py() or 0
+    if unavailable > cfg.max_unavailable_rate * len(errors):
+        raise RuntimeError(f"{stage_dir.name}: {unavailable} of {len(errors)} rows got no answer from the annotator "
+                           f"backend after {cfg.http.max_retries} retries (over max_unavailable_rate="
+                           f"{cfg.max_unavailable_rate}); fix the endpoint and run again with the same output_dir: "
+                           "only those rows are redone")
     return n
 
 
@@ -306,7 +342,10 @@ def run_extract(cfg: ExtractConfig) -> dict:
     rc.init_ray(object_store_fraction=cfg.object_store_fraction)
     stages = out / "stages"
     stats: dict = {}
-    llm = cfg.annotator.model_dump(include={"backend", "mode", "model", "temperature", "max_tokens", "max_field_chars"})
+    # Everything that changes what the annotator answers; not throughput settings (actors, batch sizes).
+    llm = cfg.annotator.model_dump(include={"backend", "mode", "model", "unclear_feedback", "temperature", "max_tokens",
+                                            "max_field_chars", "engine_kwargs"})
+    llm["extra_body"] = cfg.annotator.http.extra_body
     keys = {"read": fingerprint(cfg.read)}
     keys["turns"] = fingerprint(keys["read"], cfg.filters)
     keys["annotate"] = fingerprint(keys["turns"], llm)
@@ -350,7 +389,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
 
     def annotate(d: Location) -> dict:
         kept = rc.map_tables(rc.read_parquet(str(stages / "turns")), keep_null, column="drop_reason")
-        redone = run_llm_stage(kept, d, AnnotateUDF, cfg.annotator)
+        redone = run_llm_stage(kept, d, AnnotateUDF, cfg.annotator, "error")
         check_unique(d, stats["turns"]["kept"], "annotate")
         t = read_table(d, ["label", "error"])
         return {"annotated": t.num_rows, "annotated_this_run": redone, "errors": t.num_rows - t["error"].null_count,
@@ -365,7 +404,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
             return {"enabled": False}
         cands = rc.map_tables(rc.read_parquet(str(stages / "annotate"), columns=REFUSAL_COLUMNS),
                               refusal_candidates_udf, rows_per_batch=UDF_BATCH_ROWS, cfg=cfg.refusal)
-        run_llm_stage(cands, d, JudgeUDF, cfg.annotator)
+        run_llm_stage(cands, d, JudgeUDF, cfg.annotator, "judge_error")
         t = read_table(d, ["id", "verdict", "judge_error"])
         return {"enabled": True, "variant": cfg.refusal.variant, "judged": t.num_rows,
                 "verdicts": counts(t.filter(pc.is_null(t["judge_error"])), "verdict"),
@@ -404,13 +443,18 @@ def run_extract(cfg: ExtractConfig) -> dict:
                                        rows_per_batch=UDF_BATCH_ROWS, mined=mined,
                                        verdicts=verdicts, variant=cfg.refusal.variant), str(d))
         check_unique(d, stats["annotate"]["annotated"], "final")
-        t = read_table(d, ["drop_reason", "label", "mined_from", "refusal_verdict", "raw_label", "annotator_label"])
+        t = read_table(d, ["id", "drop_reason", "label", "refusal_verdict", "raw_label", "annotator_label"])
         dropped = counts(t, "drop_reason")
         kept = dropped.pop("null", 0)
-        changed = pc.sum(pc.and_(pc.is_valid(t["refusal_verdict"]),
-                                 pc.not_equal(t["raw_label"], t["annotator_label"]))).as_py() or 0
-        return {"kept": kept, "dropped": dropped, "mined": len(mined), "refusal_relabelled": changed,
-                "levels": counts(t.filter(pc.is_null(t["drop_reason"])), "label")}
+        # Kept rows whose label mining set, and those the refusal verdict changed, each against the label it had
+        # before that step (mining comes first), so neither count takes in the other's changes.
+        mined_kept = relabelled = 0
+        for row in t.filter(pc.is_null(t["drop_reason"])).to_pylist():
+            before = mined[row["id"]]["label"] if row["id"] in mined else row["annotator_label"]
+            relabelled += row["refusal_verdict"] is not None and row["raw_label"] != before
+            mined_kept += row["id"] in mined and row["raw_label"] == before
+        return {"kept": kept, "dropped": dropped, "mined": len(mined), "mined_kept": mined_kept,
+                "refusal_relabelled": relabelled, "levels": counts(t.filter(pc.is_null(t["drop_reason"])), "label")}
 
     stats["final"] = run_stage(out, "final", keys["final"], final)
 

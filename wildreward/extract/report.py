@@ -107,7 +107,8 @@ Built by `wildreward extract` from {", ".join(cfg.read.paths)}. Annotator: `{cfg
 - Annotated: {a['annotated']:,}; annotation errors (dropped, never given a label): {a['errors']:,}
 - Final: {f['kept']:,} rows (train {s['train']['rows']:,} in {s['train']['conversations']:,} conversations,
   test {s['test']['rows']:,} in {s['test']['conversations']:,}; split by conversation)
-- Mined by hindsight (neutral -> positive): {f['mined']:,}; relabelled by refusal validation: {f['refusal_relabelled']:,}
+- Mined by hindsight (neutral -> positive): {f['mined']:,} ({f.get('mined_kept', f['mined']):,} kept with that
+  label); relabelled by refusal validation: {f['refusal_relabelled']:,}
 - Users: {stats['users']:,}
 
 ## Quarantined records
