@@ -291,3 +291,17 @@ def test_kl_pairs_is_per_token_with_or_without_length_normalisation(models):
     summed, normalised = (run_update(engine, moved, tok, flag)["kl_pairs"] for flag in (False, True))
     assert abs(summed) > 1e-3
     assert normalised == pytest.approx(summed, rel=1e-5)
+
+
+def test_disable_dropout_also_stops_attention_dropout(tiny_lm):
+    from transformers import AutoModelForCausalLM
+
+    from wildreward.dpo.loop import disable_dropout
+
+    # attention dropout is a rate the attention code passes to a function, not an nn.Dropout module
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm, attention_dropout=0.5).train()
+    ids = torch.arange(3, 40).unsqueeze(0)
+    with torch.no_grad():
+        assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+        disable_dropout(model)
+        assert torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)

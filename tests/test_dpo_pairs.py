@@ -56,6 +56,20 @@ def test_all_tie_group_is_dropped():
     assert counts["groups_all_tie"] == 1 and counts["pairs"] == 1 and reconciles(counts)
 
 
+def test_a_response_is_never_paired_with_the_same_text():
+    # Two copies of the best text scored apart (batch-dependent numerics do that): the rejected one is the worst
+    # *different* response; a group whose responses are all the same text gives no pair.
+    rows = [sample("a", 0, 3.0), sample("a", 1, 1.5), sample("a", 2, 2.0), sample("a", 3, 2.5)]
+    rows[1]["response"] = rows[0]["response"]  # the lowest score went to a copy of the best text
+    (pair,), counts = build_pairs(rows)
+    assert (pair["chosen_index"], pair["rejected_index"], pair["margin"]) == (0, 2, 1.0)
+    same = [sample("b", i, 2.0 + i / 1000) for i in range(4)]
+    for row in same:
+        row["response"] = "4"
+    pairs, counts = build_pairs(same)
+    assert pairs == [] and counts["groups_all_tie"] == 1 and reconciles(counts)
+
+
 def test_min_margin():
     rows = [sample("small", 0, 2.0), sample("small", 1, 2.1), sample("big", 0, 1.0), sample("big", 1, 3.5),
             sample("edge", 0, 1.0), sample("edge", 1, 1.5)]

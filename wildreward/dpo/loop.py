@@ -82,6 +82,16 @@ def load_policy(path: str, device, dtype: torch.dtype):
     return AutoModelForCausalLM.from_pretrained(resolve_model(path), use_safetensors=True, dtype=dtype).to(device)
 
 
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout would make the policy's log-probs differ from the reference's at step 0; DPO runs without it. Both
+    kinds: ``nn.Dropout`` modules, and the attention dropout rate that attention code passes to a function."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+
+
 def dpo_loop(config: dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
@@ -98,10 +108,7 @@ def dpo_loop(config: dict[str, Any]) -> None:
     if cfg.policy.gradient_checkpointing:
         policy.gradient_checkpointing_enable()
     policy.train()
-    # Dropout would make step 1's policy and reference log-probs differ; DPO runs without it.
-    for module in policy.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    disable_dropout(policy)
     slots = cfg.batch.prompts_per_step // world
     micro = min(cfg.batch.micro_batch_pairs, slots)
     accum = math.ceil(slots / micro)

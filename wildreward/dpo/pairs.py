@@ -34,16 +34,18 @@ def build_pairs(samples: Iterable[Mapping], *, min_margin: float = 0.0) -> tuple
     """Pair the best and worst scored sample of each prompt.
 
     ``samples``: rollout rows (``prompt_id, sample_index, response, reward, error, finished``) in any order;
-    pairing reads ``prompt_id, sample_index, reward, error``. Truncated samples (``finished`` false) are paired
-    like any other, as in the paper. A sample whose scoring failed (``error`` set, ``reward`` None or not
-    finite) is dropped. Within a prompt, chosen = highest reward and rejected = lowest, ties going to the lowest
-    ``sample_index``. A prompt with fewer than 2 scored samples, with all rewards equal, or whose margin is below
-    ``min_margin`` gives no pair.
+    pairing reads ``prompt_id, sample_index, response, reward, error``. Truncated samples (``finished`` false)
+    are paired like any other, as in the paper. A sample whose scoring failed (``error`` set, ``reward`` None or
+    not finite) is dropped. Within a prompt, chosen = highest reward and rejected = lowest among the responses
+    that differ from the chosen one (the same text twice gives a zero gradient: the original could pair a
+    response with itself), ties going to the lowest ``sample_index``. A prompt with fewer than 2 scored samples,
+    with all rewards equal or all responses the same (both counted as ``groups_all_tie``), or whose margin is
+    below ``min_margin`` gives no pair.
     Pairs come out sorted by prompt id, so the result does not depend on the order of ``samples``.
     """
     counts = dict.fromkeys(("samples", "score_failures", "groups", "groups_too_few", "groups_all_tie",
                             "pairs_below_margin", "pairs"), 0)
-    groups: dict[object, list[tuple[float, int]]] = {}
+    groups: dict[object, list[tuple[float, int, object]]] = {}
     seen: set[tuple[object, int]] = set()
     for sample in samples:
         key = (sample["prompt_id"], sample["sample_index"])
@@ -53,7 +55,7 @@ def build_pairs(samples: Iterable[Mapping], *, min_margin: float = 0.0) -> tuple
         counts["samples"] += 1
         scored = groups.setdefault(sample["prompt_id"], [])
         if _scored(sample):
-            scored.append((float(sample["reward"]), sample["sample_index"]))
+            scored.append((float(sample["reward"]), sample["sample_index"], sample["response"]))
         else:
             counts["score_failures"] += 1
     counts["groups"] = len(groups)
@@ -65,10 +67,11 @@ def build_pairs(samples: Iterable[Mapping], *, min_margin: float = 0.0) -> tuple
             counts["groups_too_few"] += 1
             continue
         # Highest reward first, lowest index first among equals; and the same for the lowest reward.
-        chosen_reward, chosen_index = min(scored, key=lambda s: (-s[0], s[1]))
-        rejected_reward, rejected_index = min(scored)
+        chosen_reward, chosen_index, chosen_response = min(scored, key=lambda s: (-s[0], s[1]))
+        others = [s for s in scored if s[2] != chosen_response]
+        rejected_reward, rejected_index, _ = min(others, key=lambda s: (s[0], s[1])) if others else scored[0]
         margin = chosen_reward - rejected_reward
-        if margin == 0.0:
+        if margin == 0.0 or not others:
             counts["groups_all_tie"] += 1
         elif margin < min_margin:
             counts["pairs_below_margin"] += 1
