@@ -464,6 +464,9 @@ def run_extract(cfg: ExtractConfig) -> dict:
         t = read_table(stages / "final", ["conversation_id", "drop_reason"])
         t = t.filter(pc.is_null(t["drop_reason"]))
         per_conv = {r["values"]: r["counts"] for r in pc.value_counts(t["conversation_id"]).to_pylist()}
+        if t.num_rows and cfg.split.test_size >= t.num_rows:
+            log(f"WARNING: split.test_size={cfg.split.test_size} >= the {t.num_rows} kept rows: every row goes to "
+                "test and train is empty; set split.test_size lower to train on this data")
         test_ids = pa.array(sorted(assign_test_conversations(per_conv, cfg.split.test_size, cfg.split.seed)),
                             pa.string())
         for name, is_test in (("train", False), ("test", True)):
