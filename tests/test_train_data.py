@@ -409,3 +409,17 @@ def test_validation_runs_its_passes_on_a_rank_without_held_out_rows(minilm_tok):
     # 9 rows over 2 ranks: at most 5 per rank, so ceil(5 / 4) = 2 passes each
     assert Validation(cfg, minilm_tok, [], rank=1, world=2, total_rows=9).run(engine, False, None) == {}
     assert engine.batch_sizes == [1, 1]
+
+
+def test_a_checkpoint_resumes_only_under_the_plan_it_was_made_with():
+    from wildreward.train.loop import resume_state
+
+    plan = {"train_rows": 1000, "workers": 2, "micro_batch_size": 8, "grad_accum": 4, "length_group_size": 64,
+            "seed": 0, "total_steps": 15}
+    saved = {"step": 7, "epoch": 0, "micro_in_epoch": 28, "plan": dict(plan)}
+    assert resume_state(saved, plan, "rm") == {"step": 7, "epoch": 0, "micro_in_epoch": 28}
+    # micro-batch 28 of 8 rows is another place in the data with 16-row micro-batches
+    with pytest.raises(RuntimeError, match=r"'micro_batch_size': \(8, 16\)"):
+        resume_state(saved, {**plan, "micro_batch_size": 16}, "rm")
+    older = {k: v for k, v in saved.items() if k != "plan"}  # a checkpoint from before plans were saved
+    assert resume_state(older, plan, "rm")["step"] == 7

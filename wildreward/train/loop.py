@@ -120,6 +120,16 @@ def read_metrics(out_dir: str | Path | Location) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def resume_state(saved: dict[str, Any], plan: dict[str, Any], name: str) -> dict[str, int]:
+    """The (step, epoch, micro_in_epoch) of a checkpoint, if it was made under the same ``plan``: the same rows,
+    workers, batch sizes and order. Resuming under another plan would silently skip or repeat training rows."""
+    if "plan" in saved and saved["plan"] != plan:
+        changed = {k: (saved["plan"].get(k), v) for k, v in plan.items() if saved["plan"].get(k) != v}
+        raise RuntimeError(f"the checkpoint of run {name!r} was made with other settings (saved, now): {changed}; "
+                           "train under another checkpoint.name, or with the settings it was made with")
+    return {k: saved[k] for k in ("step", "epoch", "micro_in_epoch")}
+
+
 def held_out_rows(rank: int, world: int) -> list[dict]:
     """This rank's slice of the held-out set: every world-th row."""
     rows, index = [], 0
@@ -193,10 +203,12 @@ def train_loop(config: dict[str, Any]) -> None:
     pos_weight = None if config["pos_weight"] is None else torch.tensor(config["pos_weight"], device=device)
 
     state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
+    # What a saved position (step, micro-batch) means; a checkpoint made under another plan cannot be resumed.
+    plan = {"train_rows": train_rows, "workers": world, "micro_batch_size": mb, "grad_accum": accum,
+            "length_group_size": cfg.batch.length_group_size, "seed": cfg.seed, "total_steps": total_steps}
     with rc.restored_checkpoint() as ckpt:
         if ckpt is not None:
-            saved = engine.load(ckpt)  # once: it restores the optimizer state too
-            state = {k: saved[k] for k in state}
+            state = resume_state(engine.load(ckpt), plan, cfg.checkpoint.name)  # loads once: optimizer state too
             rng_file = ckpt / "rng" / f"rank{rank}.pt"
             if rng_file.exists():
                 _set_rng_state(torch.load(rng_file, weights_only=False))
@@ -212,7 +224,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     def checkpoint(metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            engine.save(Path(tmp), dict(state))
+            engine.save(Path(tmp), {**state, "plan": plan})
             (Path(tmp) / "rng").mkdir(exist_ok=True)
             torch.save(_rng_state(), Path(tmp) / "rng" / f"rank{rank}.pt")
             if dist.is_initialized():
