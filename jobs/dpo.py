@@ -4,7 +4,10 @@ The RM must already be deployed on the cluster (jobs/serve_rm.py); the job calls
 (``rm.app_name``) or over HTTP (``rm.endpoint``).
 
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
-        python jobs/dpo.py --config jobs/configs/dpo_default.yaml output_dir=/abs/outputs/dpo
+        python jobs/dpo.py --config jobs/configs/dpo_default.yaml output_dir=/abs/outputs/dpo \
+        'prompts.chatlogs=[/abs/shared/data/chatlogs/lmsys_chat_sample.jsonl]'
+
+Paths outside the repository must be absolute: the job runs in an uploaded copy of it.
 
 Re-submitting with the same ``checkpoint.name`` and storage resumes from the last checkpoint (the rollout
 engines get the checkpoint's weights before the first generation).

@@ -47,9 +47,10 @@ stop_ray() {  # the processes whose command line names RAY_TMP, and their descen
 trap stop_ray EXIT
 # The dashboard agent's default port (52365) is taken when another Ray runs here: use a free one.
 AGENT_PORT=$(python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
-ray start --head --num-cpus="${NUM_CPUS:-2}" --num-gpus=0 --port="$PORT" --dashboard-host=127.0.0.1 \
-    --dashboard-port="$DASH" --dashboard-agent-listen-port="$AGENT_PORT" --temp-dir="$RAY_TMP" \
-    --disable-usage-stats >/dev/null
+# --node-ip-address keeps GCS, raylet and the client server on loopback too, not only the dashboard.
+ray start --head --num-cpus="${NUM_CPUS:-2}" --num-gpus=0 --port="$PORT" --node-ip-address=127.0.0.1 \
+    --dashboard-host=127.0.0.1 --dashboard-port="$DASH" --dashboard-agent-listen-port="$AGENT_PORT" \
+    --temp-dir="$RAY_TMP" --disable-usage-stats >/dev/null
 echo "run_local: Ray head up on 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASH)"
 
 # `ray job submit` uploads the repo (honouring .gitignore). The head's job agent can take a while to come up on a
@@ -69,9 +70,10 @@ echo "run_local: submitted job $id"
 ray job logs --address "$address" --follow "$id" || true
 status=""
 for _ in $(seq 60); do  # the log stream can end a moment before the job's final status is recorded
-    # `ray job status` says e.g. "Job '<id>' succeeded"
-    status=$(ray job status --address "$address" "$id" 2>&1 | grep -o -i "succeeded\|failed\|stopped" | tail -1 | tr A-Z a-z || true)
-    [ -n "$status" ] && break
+    # From the job API, not the CLI's text: a failed job's status output ends with its logs, whose words could match.
+    status=$(python -c "import sys; from ray.job_submission import JobSubmissionClient as C
+print(C(sys.argv[1]).get_job_status(sys.argv[2]).value.lower())" "$address" "$id" 2>/dev/null || true)
+    case "$status" in succeeded|failed|stopped) break ;; esac
     sleep 2
 done
 if [ "$status" != succeeded ]; then

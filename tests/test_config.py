@@ -17,6 +17,17 @@ def test_overrides_parse_yaml_values_into_nested_keys():
         parse_overrides(["novalue"])
 
 
+def test_values_parse_as_yaml_1_2(tmp_path):
+    # YAML 1.1 read the language code `no` as False and 5e-1 as a string, which untyped dicts passed on as is
+    assert parse_overrides(["filters.languages=[en,no,on]", "annotator.engine_kwargs={gpu_memory_utilization: 5e-1}",
+                            "a=true", "b=False", "c=1e5"]) == {
+        "filters": {"languages": ["en", "no", "on"]}, "annotator": {"engine_kwargs": {"gpu_memory_utilization": 0.5}},
+        "a": True, "b": False, "c": 100000.0}
+    path = tmp_path / "c.yaml"
+    path.write_text("filters:\n  languages: [en, no]\n")
+    assert load_config(ExtractConfig, path).filters.languages == ["en", "no"]
+
+
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("annotator: {backend: http, batch_size: 4}\nmining: {threshold: 0.5}\n")

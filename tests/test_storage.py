@@ -86,6 +86,12 @@ def test_uris_with_options_are_refused():
         Location.parse("s3://bucket/x?access_key=SECRET")
 
 
+def test_uris_with_credentials_are_refused_without_echoing_them():
+    with pytest.raises(ValueError, match="credentials in the URI are not accepted") as err:
+        Location.parse("s3://AKIAXX:SECRETYY@my-bucket/wildfb")
+    assert "SECRETYY" not in str(err.value) and "AKIAXX" not in str(err.value)
+
+
 def test_s3_location_and_fetch_dir_cache(s3, tmp_path):
     root = Location.parse(f"s3://{BUCKET}/loc")
     assert not root.exists() and str(root / "m") == f"s3://{BUCKET}/loc/m"

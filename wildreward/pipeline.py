@@ -4,9 +4,9 @@ section per stage (jobs/configs/pipeline_default.yaml includes the stage configs
 The pipeline wires the stages together: each stage's inputs are the previous stages' outputs under
 ``output_dir`` (``<output_dir>/<stage>``), whatever the sections say about them. A stage whose outputs are
 complete is skipped, so re-running after a crash continues with the first unfinished stage (and extract and train
-resume inside themselves); ``force`` re-runs named stages. ``serve`` deploys the trained RM on Ray Serve, checks it
-scores like the offline model, and keeps it up for ``dpo``; the application is removed at the end unless
-``keep_serving`` is set.
+resume inside themselves); ``force`` redoes named stages from scratch, and the stages after them. ``serve`` deploys
+the trained RM on Ray Serve, checks it scores like the offline model, and keeps it up for ``dpo``; the application
+is removed at the end unless ``keep_serving`` is set.
 """
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ Stage = Literal["extract", "train", "eval", "serve", "dpo"]
 class PipelineConfig(Section):
     output_dir: str = "outputs/pipeline"
     stages: list[Stage] = Field(["extract", "train", "eval", "serve"], description="Stages to run, in order.")
-    force: list[Stage] = Field(default_factory=list, description="Re-run these even if their outputs exist.")
+    force: list[Stage] = Field(default_factory=list, description=(
+        "Redo these stages from scratch, and every stage after them: their outputs (and the trainers' checkpoints) "
+        "are deleted first."))
     keep_serving: bool = Field(False, description="Leave the RM deployed when the pipeline ends.")
     extract: ExtractConfig = ExtractConfig()
     train: TrainConfig = TrainConfig()
@@ -74,6 +76,22 @@ def log(msg: str) -> None:
     print(f"[pipeline] {msg}", flush=True)
 
 
+def forced_stages(force: list[str]) -> list[str]:
+    """The forced stages and every stage after them: a later stage's output was made from the old one's."""
+    first = min((STAGES.index(stage) for stage in force), default=len(STAGES))
+    return list(STAGES[first:])
+
+
+def clear_stage(stage: str, cfg: PipelineConfig) -> None:
+    """Delete what a forced stage would otherwise reuse: its outputs and, for the trainers, the checkpoints of their
+    run (Ray Train would resume the finished run and export the same model again)."""
+    (Location.parse(cfg.output_dir) / stage).rmtree()
+    section = getattr(cfg, stage, None)
+    checkpoint = getattr(section, "checkpoint", None)
+    if checkpoint is not None and checkpoint.storage_path:
+        (Location.parse(checkpoint.storage_path) / checkpoint.name).rmtree()
+
+
 def serve_and_check(cfg: PipelineConfig) -> dict[str, Any]:
     """Deploy the RM and check that served scores equal offline scores on a few extracted turns."""
     from wildreward.rm import RewardModel
@@ -106,18 +124,22 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
                "eval": lambda: run_eval(cfg.eval), "serve": lambda: serve_and_check(cfg),
                "dpo": lambda: run_dpo(cfg.dpo)}
     summary: dict[str, Any] = {"stages": {}}
+    forced = forced_stages(cfg.force)
     served = False
     try:
         for stage in (s for s in STAGES if s in cfg.stages):
             marker = done_marker(stage, cfg)
-            if marker.exists() and stage not in cfg.force and stage != "serve":
+            if stage in forced:
+                log(f"{stage}: forced, deleting its earlier outputs")
+                clear_stage(stage, cfg)
+            elif marker.exists() and stage != "serve":
                 log(f"{stage}: done before ({marker}), skipped")
                 summary["stages"][stage] = {"skipped": True, "seconds": 0.0}
                 continue
             log(f"{stage}: starting")
             start = time.perf_counter()
+            served = served or stage == "serve"  # before deploying: a failed check must not leave it up
             result = runners[stage]()
-            served = served or stage == "serve"
             if stage == "serve":
                 marker.write_text(json.dumps(result, indent=2) + "\n")
             seconds = round(time.perf_counter() - start, 1)

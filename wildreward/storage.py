@@ -39,7 +39,12 @@ class Location:
         if "://" not in text or text.startswith("file://"):
             local = Path(text.removeprefix("file://")).expanduser().resolve()
             return cls(pafs.LocalFileSystem(), str(local), None)
-        scheme = text.split("://", 1)[0].lower()
+        scheme, rest = text.split("://", 1)
+        scheme = scheme.lower()
+        if "@" in rest.split("/", 1)[0]:  # s3://KEY:SECRET@bucket/...: pyarrow takes it; never echo it
+            raise ValueError(f"{scheme}://<credentials>@...: credentials in the URI are not accepted (they would end "
+                             "up in logs and saved configs); set them in the environment, e.g. AWS_ACCESS_KEY_ID and "
+                             "AWS_SECRET_ACCESS_KEY")
         if "?" in text:
             raise ValueError(f"{text.split('?')[0]}?...: options in the URI are not accepted (they can hold secrets "
                              "that would end up in logs and saved configs); set them in the environment, e.g. "
