@@ -17,13 +17,13 @@ import torch.nn.functional as F
 
 # Levels 1-2 are the user's dissatisfaction (annotator ratings 1-2), 3-4 satisfaction (ratings 4-5); neutral
 # turns are dropped or relabelled by mining before training.
-SATISFIED_MIN_LEVEL = 3
-
-
 def satisfied_min_level(num_levels: int) -> int:
     """The lowest level that means "satisfied": the upper half of the scale, without the middle level of an odd
-    one (neutral). 3 of 4, as ``SATISFIED_MIN_LEVEL``; 4 of 5; 2 of 2."""
+    one (neutral). 3 of 4; 4 of 5; 2 of 2."""
     return (num_levels + 1) // 2 + 1
+
+
+SATISFIED_MIN_LEVEL = satisfied_min_level(4)  # the paper's four levels
 
 
 def ordinal_targets(labels: torch.Tensor, num_levels: int) -> torch.Tensor:

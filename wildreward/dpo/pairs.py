@@ -69,9 +69,12 @@ def build_pairs(samples: Iterable[Mapping], *, min_margin: float = 0.0) -> tuple
         # Highest reward first, lowest index first among equals; and the same for the lowest reward.
         chosen_reward, chosen_index, chosen_response = min(scored, key=lambda s: (-s[0], s[1]))
         others = [s for s in scored if s[2] != chosen_response]
-        rejected_reward, rejected_index, _ = min(others, key=lambda s: (s[0], s[1])) if others else scored[0]
+        if not others:
+            counts["groups_all_tie"] += 1
+            continue
+        rejected_reward, rejected_index, _ = min(others, key=lambda s: (s[0], s[1]))
         margin = chosen_reward - rejected_reward
-        if margin == 0.0 or not others:
+        if margin == 0.0:
             counts["groups_all_tie"] += 1
         elif margin < min_margin:
             counts["pairs_below_margin"] += 1

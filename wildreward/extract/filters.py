@@ -83,18 +83,20 @@ def filter_reason(turn: dict, cfg: FilterConfig) -> str | None:
         return "language"
     if len(turn["history"]) > cfg.max_history_messages:
         return "history_too_long"
+    query_words = count_words(turn["query"], turn["language"])
+    response_words = count_words(turn["response"], turn["language"])
     if cfg.max_total_words is not None:
         # the paper's 4,096-word cap on history + turn; counted lazily, the history being the long part
-        total = count_words(turn["query"], turn["language"]) + count_words(turn["response"], turn["language"])
+        total = query_words + response_words
         for message in turn["history"]:
             if total > cfg.max_total_words:
                 break
             total += count_words(message["content"] or "", turn["language"])
         if total > cfg.max_total_words:
             return "too_many_words"
-    if count_words(turn["query"], turn["language"]) < cfg.min_query_words:
+    if query_words < cfg.min_query_words:
         return "short_query"
-    if count_words(turn["response"], turn["language"]) < cfg.min_response_words:
+    if response_words < cfg.min_response_words:
         return "short_response"
     if cfg.keyword_rules:
         query = turn["query"].lower()  # faster than re.IGNORECASE

@@ -244,16 +244,20 @@ def run_stage(out: Location, name: str, key: str, build: Callable[[Location], di
     return stats
 
 
+def unavailable(errors) -> pa.Array:
+    """Mask of the error strings that mark a row whose backend stayed unreachable (retried by the next run)."""
+    return pc.fill_null(pc.starts_with(errors.cast(pa.string()), UNAVAILABLE), False)
+
+
 def drop_unavailable(stage_dir: Location, column: str) -> int:
     """Take the rows whose backend was unreachable out of an earlier run's files, so that resuming retries them.
     Files are rewritten in place: one cut off by a crash is removed by ``written_ids`` and its rows are redone."""
     dropped = 0
     for path in stage_dir.glob("*.parquet"):
         try:
-            errors = pq.read_table(path.path, columns=[column], filesystem=path.fs)[column].cast(pa.string())
+            failed = unavailable(pq.read_table(path.path, columns=[column], filesystem=path.fs)[column])
         except (pa.ArrowInvalid, OSError):
             continue  # a partial file: written_ids removes it
-        failed = pc.fill_null(pc.starts_with(errors, UNAVAILABLE), False)
         n = pc.sum(failed).as_py() or 0
         if n:
             table = pq.read_table(path.path, filesystem=path.fs).filter(pc.invert(failed))
@@ -288,10 +292,10 @@ def run_llm_stage(ds, stage_dir: Location, udf: type, cfg: AnnotatorConfig, erro
         rc.write_parquet(rc.map_with_actors(todo, udf, {"cfg": cfg}, batch_size=batch,
                                             min_actors=cfg.min_actors, max_actors=cfg.max_actors,
                                             num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus), str(stage_dir))
-    errors = read_table(stage_dir, [error_column])[error_column].cast(pa.string())
-    unavailable = pc.sum(pc.fill_null(pc.starts_with(errors, UNAVAILABLE), False)).as_py() or 0
-    if unavailable > cfg.max_unavailable_rate * len(errors):
-        raise RuntimeError(f"{stage_dir.name}: {unavailable} of {len(errors)} rows got no answer from the annotator "
+    errors = read_table(stage_dir, [error_column])[error_column]
+    failed = pc.sum(unavailable(errors)).as_py() or 0
+    if failed > cfg.max_unavailable_rate * len(errors):
+        raise RuntimeError(f"{stage_dir.name}: {failed} of {len(errors)} rows got no answer from the annotator "
                            f"backend after {cfg.http.max_retries} retries (over max_unavailable_rate="
                            f"{cfg.max_unavailable_rate}); fix the endpoint and run again with the same output_dir: "
                            "only those rows are redone")

@@ -131,7 +131,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.data.test:
         datasets["validation"], test_rows = load_split(cfg.data.test, cfg, cfg.data.max_test_rows, "test",
                                                        shuffle=False)
-    elif (out / "predictions.parquet").exists():  # an earlier run's: the export would calibrate from them
+    if not test_rows and (out / "predictions.parquet").exists():  # an earlier run's: the export would use them
         (out / "predictions.parquet").unlink()
     steps_per_epoch, total_steps = plan_steps(cfg, train_rows)
     labels = count_labels(train_ds)
@@ -168,8 +168,8 @@ def export_checkpoint(checkpoint_dir: Path, cfg: TrainConfig, target: Path) -> P
                              trust_remote_code=cfg.model.trust_remote_code, from_config_only=True)
     model.load_state_dict(consolidated_state_dict(checkpoint_dir, cfg))
     stats: dict[str, Any] = {}
-    predictions = Location.parse(cfg.output_dir) / "predictions.parquet"  # the final validation's
-    if cfg.data.test and predictions.exists():
+    predictions = Location.parse(cfg.output_dir) / "predictions.parquet"  # this run's final validation's
+    if predictions.exists():
         import pyarrow.parquet as pq
 
         table = pq.read_table(predictions.path, filesystem=predictions.fs)
