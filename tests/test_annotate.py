@@ -135,6 +135,7 @@ def test_refusal_judge_shape(tiny_backend):
     assert (free["verdict"] is None) == (free["judge_error"] is not None)
 
 
+@pytest.mark.slow  # the real SmolLM2 on CPU
 def test_smollm2_rates_real_turns():
     cfg = AnnotatorConfig(backend="hf", model="smollm2", mode="constrained", max_field_chars=500)
     out = FeedbackAnnotator(cfg)(real_turns(5))

@@ -345,6 +345,7 @@ if __name__ == "__main__":  # vLLM spawns its EngineCore by re-importing this mo
 
 
 @pytest.mark.vllm
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_vllm_backend_with_smollm2(tmp_path):
     if importlib.util.find_spec("vllm") is None:

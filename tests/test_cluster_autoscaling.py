@@ -17,7 +17,7 @@ from benchmarks.fake_cluster import ClusterTrace, FakeAutoscalingCluster, proces
 from tests.conftest import CHATLOGS, REPO
 from wildreward.storage import read_table
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 

@@ -5,6 +5,8 @@ import torch
 
 from wildreward.dpo.rollout import RolloutEngine
 
+pytestmark = pytest.mark.slow  # two engines per test, generating (the hf one ~10 s on 2 CPUs)
+
 PROMPTS = [{"id": "a", "messages": [{"role": "user", "content": "Hello, how are you today?"}]},
            {"id": "b", "messages": [{"role": "user", "content": "Name a prime number."}]}]
 

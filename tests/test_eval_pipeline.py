@@ -15,7 +15,7 @@ from wildreward.eval.metrics import roc_auc
 from wildreward.eval.pipeline import run_eval
 from wildreward.rm import RewardModel
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DATA = SHARED / "data"
 BENCHMARKS = ["rm_bench", "llmbar", "xstest", "hh_harmless"]

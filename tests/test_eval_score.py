@@ -73,6 +73,7 @@ def test_endpoint_scores_distinct_examples_and_isolates_a_bad_one(monkeypatch):
     assert seen == [3, 1, 1, 1]  # the 3 distinct examples in one request, then one by one after its 422
 
 
+@pytest.mark.slow  # the client's retries and backoff
 def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
     def refuse(request):
         raise httpx.ConnectError("connection refused")

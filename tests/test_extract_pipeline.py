@@ -2,20 +2,18 @@
 import gzip
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import pytest
 
 from wildreward.config import load_config
-from wildreward.extract import pipeline, schema
+from wildreward.extract import pipeline
 from wildreward.extract.config import ExtractConfig
-from wildreward.extract.pipeline import TALLY, read_stats, run_extract, write_tally
-from wildreward.storage import Location, read_table
+from wildreward.extract.pipeline import run_extract
+from wildreward.storage import read_table
 from wildreward.template import build_rm_text
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 BAD_LINES = [
     b"{not json",
@@ -153,21 +151,6 @@ def test_rows_the_backend_never_answered_are_retried_by_the_next_run(tmp_path, l
     assert len(stub.requests) == failed + annotated + judged  # each row once more, nothing twice
 
 
-def test_drop_unavailable_keeps_every_other_row(tmp_path):
-    from wildreward.extract.pipeline import drop_unavailable
-
-    def part(name, errors):
-        pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(len(errors))], "error": errors}),
-                       tmp_path / f"{name}.parquet")
-
-    part("a", [None, "backend_unavailable: http 503: down (gave up after 1 attempts)", "unparseable: ..."])
-    part("b", ["backend_unavailable: timeout: ReadTimeout (gave up after 6 attempts)"])
-    part("c", [None])
-    assert drop_unavailable(Location.parse(tmp_path), "error") == 2
-    left = sorted(i for f in tmp_path.glob("*.parquet") for i in pq.read_table(f)["id"].to_pylist())
-    assert left == ["a0", "a2", "c0"] and not (tmp_path / "b.parquet").exists()
-
-
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_extract_through_vllm_actor(tmp_path, logs_dir, tiny_lm, ray_local):
@@ -181,30 +164,6 @@ def test_extract_through_vllm_actor(tmp_path, logs_dir, tiny_lm, ray_local):
     assert ok.num_rows > 0 and set(ok["label"].to_pylist()) <= {1, 2, 3, 4, 5}
     for probs in ok["label_probs"].to_pylist():
         assert len(probs) == 5 and abs(sum(probs) - 1) < 1e-3
-
-
-def test_read_stats_stop_on_lost_rows_and_duplicate_ids(tmp_path):
-    """Checked before any LLM call: the rows written against the read tasks' own counts, and unique ids."""
-    stage = Location.parse(tmp_path / "read")
-    row = {"source": "generic", "messages": [{"role": "user", "content": "hi"}], "source_file": "a.jsonl"}
-    rows = [{**row, "conversation_id": "c1", "line": 1},
-            {**row, "conversation_id": None, "line": 2, "quarantine_reason": "invalid_json: x", "source": None}]
-    stage.mkdir()
-    pq.write_table(schema.to_table(rows, schema.CONVERSATION), str(stage / "part-0.parquet"))
-    write_tally(stage / TALLY, {"path": "a.jsonl", "start": 0}, 2)
-    assert read_stats(stage) == {"records": 2, "conversations": 1, "quarantined": {"invalid_json": 1},
-                                 "sources": {"generic": 1}}
-
-    write_tally(stage / TALLY, {"path": "b.jsonl", "start": 0}, 1)  # a task's row that never reached the disk
-    with pytest.raises(RuntimeError, match="read tasks made 3 rows, 2 were written"):
-        read_stats(stage)
-
-    write_tally(stage / TALLY, {"path": "b.jsonl", "start": 0}, 2)
-    pq.write_table(schema.to_table([{**row, "conversation_id": "c1", "line": 7, "source_file": "b.jsonl"},
-                                    {**row, "conversation_id": "c2", "line": 8, "source_file": "b.jsonl"}],
-                                   schema.CONVERSATION), str(stage / "part-1.parquet"))
-    with pytest.raises(RuntimeError, match="1 conversation ids occur more than once .*a.jsonl:1, c1 at b.jsonl:7"):
-        read_stats(stage)
 
 
 def test_quarantine_follows_the_read_config(tmp_path, monkeypatch, ray_local):

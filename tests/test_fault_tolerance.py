@@ -37,7 +37,7 @@ from wildreward.extract.config import ExtractConfig
 from wildreward.extract.pipeline import run_extract
 from wildreward.storage import read_table
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 LMSYS = CHATLOGS / "lmsys_chat_sample.jsonl"
 STUB_LATENCY_MS = 100

@@ -9,7 +9,7 @@ import torch
 from benchmarks.fake_cluster import free_port
 from tests.conftest import write_toy_rm_data
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 DEVICE = "cuda"
 
 EXAMPLES = [

@@ -131,6 +131,7 @@ def wildchat_feedback(limit: int) -> list[str]:
     return texts
 
 
+@pytest.mark.slow  # the real MiniLM on 100 pairs, twice
 def test_fast_scorer_matches_pairwise_baseline_on_real_text(scorer):
     texts = wildchat_feedback(50)
     assert len(texts) == 50

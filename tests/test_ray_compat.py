@@ -17,7 +17,7 @@ import pytest
 
 from wildreward import ray_compat as rc
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 
 BLOCKS, SECONDS_PER_BLOCK = 12, 1.0
 

@@ -16,7 +16,7 @@ from wildreward.serve.client import AsyncRewardClient, RewardClient, RewardServi
 from wildreward.serve.config import ServeConfig
 from wildreward.template import build_rm_text
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PORT = 8391
 URL = f"http://127.0.0.1:{PORT}"

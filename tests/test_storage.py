@@ -132,6 +132,7 @@ def s3_ray(s3):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_extract_then_train_write_everything_to_s3(s3, s3_ray, tmp_path, tiny_bert, monkeypatch):
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -248,6 +249,7 @@ def test_pipeline_stages_are_wired_to_the_bucket_and_found_done_there(s3):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_online_dpo_writes_everything_to_s3(s3, s3_ray, tmp_path_factory, tiny_lm, tmp_path, monkeypatch):
     from tests.conftest import build_tiny_rm

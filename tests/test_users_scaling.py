@@ -43,6 +43,7 @@ def test_missing_user_ids_name_the_fix(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_users_scaling_end_to_end(ray_local, tiny_bert, tmp_path):
     data = write_toy_rm_data(tmp_path / "data", train_rows=96, test_rows=32)
