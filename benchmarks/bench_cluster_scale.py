@@ -4,14 +4,14 @@
     and peak memory (PSS summed over this process and every descendant: Ray's GCS, raylet, workers, actors and the
     stub). Targets: time grows linearly (the marginal seconds per 1k extra turns of the last size step is within
     1.5x of the first step's; fixed start-up costs cancel out), peak memory stays flat (largest / smallest <= 1.5x).
-(b) **Node sweep** (default 1, 2, 4 nodes) on :class:`benchmarks.fake_cluster.FakeAutoscalingCluster` with a fixed
-    number of fake nodes (``min_workers = max_workers = nodes - 1``), each with ``--node-cpus`` CPUs; the annotator
+(b) **Node sweep** (default 1, 2, 4 nodes) on :class:`wildreward.testing.fake_cluster.FakeAutoscalingCluster`
+    with a fixed number of fake nodes (``min_workers = max_workers = nodes - 1``), each with ``--node-cpus`` CPUs; the annotator
     pool may grow to 8 actors of 1 CPU, so the cluster's CPUs, i.e. its nodes, bound the pool. The stub is slow
     (``--node-latency-ms`` per request, 2 in flight per actor), so an actor is bound by the annotator's latency
     as with a real remote LLM, not by this machine's CPUs, which all fake nodes share. Reported: annotated rows/s
     over the stub's request window, the pool's peak size and which nodes ran it (from a :class:`ClusterTrace`).
 
-The annotator is the ``http`` backend (constrained) against ``benchmarks/openai_stub.py``: ITS LABELS ARE
+The annotator is the ``http`` backend (constrained) against ``wildreward/testing/openai_stub.py``: ITS LABELS ARE
 MEANINGLESS (a hash); hindsight mining runs with a randomly initialised 2-layer encoder (MiniLM's tokenizer), so the
 mining stage's shuffle and actor pool do their real work while the model costs almost nothing. Refusal judging is
 on. Inputs are ShareGPT conversations repeated with an id suffix (see ``bench_extract_scale.write_input``).
@@ -123,7 +123,7 @@ def run_size(n_turns: int, input_file: Path, args, stub, encoder: str) -> dict:
 def run_nodes(nodes: int, input_file: Path, args, stub, encoder: str) -> dict:
     import ray
 
-    from benchmarks.fake_cluster import ClusterTrace, FakeAutoscalingCluster, wait_for
+    from wildreward.testing.fake_cluster import ClusterTrace, FakeAutoscalingCluster, wait_for
     from wildreward.extract.pipeline import run_extract
 
     out = args.work_dir / "runs" / f"nodes_{nodes}"
@@ -210,7 +210,7 @@ def main() -> None:
     args = parser.parse_args()
     args.work_dir = args.work_dir.resolve()
     from benchmarks.common import RESULTS
-    from benchmarks.openai_stub import start_stub
+    from wildreward.testing.openai_stub import start_stub
 
     args.results_dir = RESULTS
     if args.render_from:

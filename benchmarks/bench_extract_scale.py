@@ -1,6 +1,6 @@
 """Scaling of the whole ``run_extract`` pipeline on local Ray (``ray.init(num_cpus=2)``) with a cheap annotator.
 
-The annotator is the ``http`` backend in constrained mode pointed at ``benchmarks/openai_stub.py``: a local
+The annotator is the ``http`` backend in constrained mode pointed at ``wildreward/testing/openai_stub.py``: a local
 OpenAI-compatible stub that sleeps ``--latency-ms`` (20 ms) per request, like a remote server, and returns a
 hash-derived distribution over "1".."5". ITS LABELS ARE MEANINGLESS; they only make every stage do realistic work
 (refusal judging and hindsight mining stay ON; nothing in the pipeline is disabled). Each actor keeps
@@ -177,7 +177,7 @@ def main() -> None:
     args.work_dir = args.work_dir.resolve()
 
     from benchmarks.common import write_results
-    from benchmarks.openai_stub import start_stub
+    from wildreward.testing.openai_stub import start_stub
 
     load_start = os.getloadavg()
     t0 = time.perf_counter()
@@ -229,8 +229,8 @@ def main() -> None:
 
     md = f"""
 `run_extract` end to end on local Ray (2 CPUs), annotator = `http` backend (constrained) against the local stub
-`benchmarks/openai_stub.py` ({args.latency_ms:g} ms latency per request, hash-derived labels that are MEANINGLESS:
-throughput and memory only), {args.concurrency} requests in flight per actor, `annotator.num_cpus={args.num_cpus}`.
+`wildreward/testing/openai_stub.py` ({args.latency_ms:g} ms latency per request, hash-derived labels that are
+MEANINGLESS: throughput and memory only), {args.concurrency} requests in flight per actor, `annotator.num_cpus={args.num_cpus}`.
 Refusal judging and hindsight mining are on. Inputs: ShareGPT conversations with exactly N turns; the package file
 has only {clean_turns} turns in cleanly read conversations, so they are repeated with an id suffix
 (small: {inputs[args.small]['conversations']} records, {inputs[args.small]['mb']} MB; large:

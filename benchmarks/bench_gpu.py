@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.common import kept_turns, timed, write_results  # noqa: E402
-from benchmarks.fake_cluster import free_port  # noqa: E402
+from wildreward.testing.fake_cluster import free_port  # noqa: E402
 
 PEAK_BF16_TFLOPS = 989.0
 SHAPES = {  # Qwen3 sizes: hidden, layers, MLP, query heads, KV heads (head_dim 128)

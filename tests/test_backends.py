@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import pytest
@@ -18,6 +17,7 @@ from wildreward.extract.backends import (HttpBackend, Result, make_backend, rend
                                         shared_prefix_length)
 from wildreward.http_retry import parse_retry_after
 from wildreward.extract.config import AnnotatorConfig, HttpConfig
+from wildreward.testing.openai_stub import StubOpenAI
 
 CHAT = [{"role": "user", "content": "Say hello."}]
 
@@ -123,73 +123,6 @@ def test_result_holds_value_or_error():
 
 
 # ---------------------------------------------------------------- HTTP stub server
-
-
-class StubOpenAI:
-    """A local OpenAI-style /v1/chat/completions server. The last user message picks a behaviour:
-    FAIL500ONCE, RATE429ONCE (Retry-After: 1), BAD400, SLOW (sleeps 2 s), NOCHOICE; anything else succeeds
-    after ``delay`` seconds. It records every request and the most requests it ever had in flight."""
-
-    def __init__(self, text="The user thanked the assistant.\n[[5]]", delay=0.05):
-        self.text, self.delay = text, delay
-        self.requests, self.in_flight, self.max_in_flight = [], 0, 0
-        self.seen: dict[str, int] = {}
-        self.down = False  # True: every request gets a 503, as from an endpoint under maintenance
-
-    def start(self) -> str:
-        from aiohttp import web
-
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-        async def serve():
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self.handle)
-            self.runner = web.AppRunner(app)
-            await self.runner.setup()
-            await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-            return self.runner.addresses[0][1]
-
-        port = asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
-        return f"http://127.0.0.1:{port}/v1"
-
-    def stop(self):
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-    def count(self, marker: str) -> int:
-        return sum(marker in r["body"]["messages"][-1]["content"] for r in self.requests)
-
-    async def handle(self, request):
-        from aiohttp import web
-
-        body = await request.json()
-        self.requests.append({"body": body, "auth": request.headers.get("Authorization")})
-        content = body["messages"][-1]["content"]
-        self.seen[content] = self.seen.get(content, 0) + 1
-        first = self.seen[content] == 1
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(2.0 if "SLOW" in content else self.delay)
-            if self.down:
-                return web.Response(status=503, text="down for maintenance")
-            if "FAIL500ONCE" in content and first:
-                return web.Response(status=500, text="upstream exploded")
-            if "RATE429ONCE" in content and first:
-                return web.Response(status=429, text="slow down", headers={"Retry-After": "1"})
-            if "BAD400" in content:
-                return web.Response(status=400, text='{"error": "max_tokens is too large"}')
-            if body.get("logprobs"):
-                tokens = ["Hello", "there"] if "NOCHOICE" in content else ["5", " 5", "4", "Hello", "1"]
-                top = [{"token": t, "logprob": lp} for t, lp in zip(tokens, [-0.5, -2.0, -1.5, -3.0, -4.0])]
-                choice = {"message": {"role": "assistant", "content": tokens[0]},
-                          "logprobs": {"content": [{"token": tokens[0], "logprob": -0.5, "top_logprobs": top}]}}
-            else:
-                choice = {"message": {"role": "assistant", "content": self.text}}
-            return web.json_response({"id": "x", "object": "chat.completion", "choices": [choice]})
-        finally:
-            self.in_flight -= 1
 
 
 @pytest.fixture

@@ -4,18 +4,18 @@ With a backlog of turns for a slow (stub) annotator, the annotator actor pool gr
 ``max_actors``, the pending actors make the autoscaler add (fake) worker nodes, and once the work is done the added
 nodes go idle and are removed.
 
-The cluster and the trace are :mod:`benchmarks.fake_cluster`'s, shared with the scale benchmark.
+The cluster and the trace are :mod:`wildreward.testing.fake_cluster`'s, shared with the scale benchmark.
 """
 from __future__ import annotations
 
-import sys
 
 import pyarrow.compute as pc
 import pytest
 
-from benchmarks.fake_cluster import ClusterTrace, FakeAutoscalingCluster, processes_marked, wait_for
-from tests.conftest import CHATLOGS, REPO
+from wildreward.testing.fake_cluster import ClusterTrace, FakeAutoscalingCluster, processes_marked, wait_for
+from tests.conftest import CHATLOGS
 from wildreward.storage import read_table
+from wildreward.testing.openai_stub import start_stub
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -34,11 +34,6 @@ HEAD_CPUS, WORKER_CPUS, MAX_WORKERS = 1, 4, 2
 
 @pytest.fixture
 def stub():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from openai_stub import start_stub
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     server = start_stub(latency_ms=STUB_LATENCY_MS)
     yield server
     server.stop()

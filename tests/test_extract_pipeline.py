@@ -109,7 +109,7 @@ def test_changed_annotator_config_is_refused_not_mixed(tmp_path, logs_dir, tiny_
 
 def test_extract_through_http_backend(tmp_path, logs_dir, ray_local):
     """Ray actors -> OpenAI-compatible endpoint (a local stub): every kept turn is sent exactly once."""
-    from tests.test_backends import StubOpenAI
+    from wildreward.testing.openai_stub import StubOpenAI
 
     stub = StubOpenAI(delay=0.01)
     url = stub.start()
@@ -129,7 +129,7 @@ def test_extract_through_http_backend(tmp_path, logs_dir, ray_local):
 def test_rows_the_backend_never_answered_are_retried_by_the_next_run(tmp_path, logs_dir, ray_local):
     """An endpoint down mid-run: the stage fails instead of keeping the rows as errors, and the re-run sends
     exactly those rows again, keeping what was annotated."""
-    from tests.test_backends import StubOpenAI
+    from wildreward.testing.openai_stub import StubOpenAI
 
     stub = StubOpenAI(delay=0.01)
     url = stub.start()

@@ -7,8 +7,8 @@ resuming from its checkpoint (tests/test_train_ray.py, ``fail_once_at_step``); a
 
 Here: an annotator actor killed mid-annotation; the driver killed (SIGKILL) mid-annotation and the same command
 re-run; whole bad input files (binary garbage, wrong schema, empty, not UTF-8, corrupt Parquet and gzip) next to
-a good one. The annotator is the ``http`` backend against ``benchmarks/openai_stub.py``, whose label is a hash of
-the prompt, so every label written can be checked against the one the stub gave for that very row.
+a good one. The annotator is the ``http`` backend against :func:`wildreward.testing.openai_stub.start_stub`,
+whose label is a hash of the prompt, so every label written can be checked against the one the stub gave for that very row.
 """
 from __future__ import annotations
 
@@ -29,13 +29,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.fake_cluster import free_port, is_pool_actor, kill_marked, processes_marked, wait_for
+from wildreward.testing.fake_cluster import free_port, is_pool_actor, kill_marked, processes_marked, wait_for
 from tests.conftest import CHATLOGS, REPO
 from wildreward import ray_compat as rc
 from wildreward.config import load_config
 from wildreward.extract.config import ExtractConfig
 from wildreward.extract.pipeline import run_extract
 from wildreward.storage import read_table
+from wildreward.testing import openai_stub
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,18 +44,9 @@ LMSYS = CHATLOGS / "lmsys_chat_sample.jsonl"
 STUB_LATENCY_MS = 100
 
 
-def import_stub():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import openai_stub
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return openai_stub
-
-
 @pytest.fixture(scope="module")
 def stub():
-    server = import_stub().start_stub(latency_ms=STUB_LATENCY_MS)
+    server = openai_stub.start_stub(latency_ms=STUB_LATENCY_MS)
     yield server
     server.stop()
 
@@ -87,7 +79,7 @@ def stub_label(row: dict, cfg: ExtractConfig) -> int:
     from wildreward.extract.annotate import build_feedback_prompt
 
     prompt = build_feedback_prompt(row, cfg.annotator.mode, cfg.annotator.max_field_chars)[-1]["content"]
-    logprobs = import_stub().fake_logprobs(prompt)
+    logprobs = openai_stub.fake_logprobs(prompt)
     return 1 + max(range(len(logprobs)), key=logprobs.__getitem__)
 
 

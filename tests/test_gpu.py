@@ -6,7 +6,7 @@ a GPU machine together with ``benchmarks/bench_gpu.py``.
 import pytest
 import torch
 
-from benchmarks.fake_cluster import free_port
+from wildreward.testing.fake_cluster import free_port
 from tests.conftest import write_toy_rm_data
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]

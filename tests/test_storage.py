@@ -15,9 +15,10 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.fake_cluster import free_port
-from tests.conftest import CHATLOGS, REPO, SHARED
+from wildreward.testing.fake_cluster import free_port
+from tests.conftest import CHATLOGS, SHARED
 from wildreward.storage import Location, fetch_dir, read_table
+from wildreward.testing.openai_stub import start_stub
 
 BUCKET = "wildreward-test"
 
@@ -135,11 +136,6 @@ def s3_ray(s3):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_extract_then_train_write_everything_to_s3(s3, s3_ray, tmp_path, tiny_bert, monkeypatch):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from openai_stub import start_stub
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
     from wildreward.config import load_config
     from wildreward.extract.config import ExtractConfig
     from wildreward.extract.pipeline import run_extract

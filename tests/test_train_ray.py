@@ -138,7 +138,7 @@ def test_deepspeed_full_state_dict_tensors_own_their_memory(tiny_lm, monkeypatch
     import torch
     import torch.distributed as dist
 
-    from benchmarks.fake_cluster import free_port
+    from wildreward.testing.fake_cluster import free_port
     from wildreward.rm import build_model
     from wildreward.train.config import DistConfig, OptimConfig
     from wildreward.train.engine import build_engine
