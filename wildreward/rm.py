@@ -20,9 +20,9 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from wildreward.ordinal import expected_rating, ordered_cutpoints
+from wildreward.ordinal import expected_rating, level_probs, ordered_cutpoints
 from wildreward.storage import fetch_dir
-from wildreward.template import TEMPLATE_FOOTER, TEMPLATE_HEADER, fit_rm_input
+from wildreward.template import TEMPLATE_FOOTER, TEMPLATE_HEADER, build_feedback_text, fit_rm_input
 
 META_FILE = "wildreward.json"
 FORMAT_VERSION = 1
@@ -167,9 +167,19 @@ class RewardModel:
 
     def texts(self, examples: Sequence[Mapping[str, Any]], tokenizer=None) -> list[str]:
         """(history, query, response) dicts -> RM texts, fitted to the model's length as in training. A copy of
-        the tokenizer can be given, for a thread of its own (the server templates while it scores)."""
+        the tokenizer can be given, for a thread of its own (the server templates while it scores). A feedback
+        classifier's texts also need ``feedback``; the tokenizer cuts them to length."""
+        if self.meta.get("input") == "feedback":
+            return [build_feedback_text(ex["query"], ex["response"], ex["feedback"]) for ex in examples]
         return [fit_rm_input(tokenizer or self.tokenizer, ex.get("history"), ex["query"], ex["response"],
                              self.meta["max_length"], self.meta["truncation"])[0] for ex in examples]
 
     def score(self, examples: Sequence[Mapping[str, Any]]) -> list[float]:
         return expected_rating(self.logits_for_texts(self.texts(examples))).tolist()
+
+    def level_probs(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 64) -> list[list[float]]:
+        """Probability of each level 1..K per example (differences of the cumulative probabilities)."""
+        out = []
+        for start in range(0, len(examples), batch_size):
+            out += level_probs(self.logits_for_texts(self.texts(examples[start:start + batch_size]))).tolist()
+        return out

@@ -41,6 +41,24 @@ def build_rm_text(history: Iterable[Mapping[str, str]] | None, query: str, respo
             + "\n## Assistant Response\n" + response + TEMPLATE_FOOTER).strip()
 
 
+# The feedback classifier's input (``model.input: feedback``): the user's next message first, so the tokenizer's
+# right truncation never loses it, then the end of the response it reacts to and the start of the query.
+FEEDBACK_CHARS = {"feedback": 600, "response": 400, "query": 300}
+
+
+def build_feedback_text(query: str, response: str, feedback: str) -> str:
+    """Render a turn for the feedback classifier; long fields are cut to ``FEEDBACK_CHARS`` characters."""
+    feedback, response, query = feedback.strip(), response.strip(), query.strip()
+    if len(feedback) > FEEDBACK_CHARS["feedback"]:
+        half = FEEDBACK_CHARS["feedback"] // 2
+        feedback = feedback[:half] + CUT_MARK + feedback[-half:]
+    if len(response) > FEEDBACK_CHARS["response"]:
+        response = "[...] " + response[-FEEDBACK_CHARS["response"]:]
+    if len(query) > FEEDBACK_CHARS["query"]:
+        query = query[:FEEDBACK_CHARS["query"]] + " [...]"
+    return f"User's next message: {feedback}\nEnd of the assistant's response: {response}\nUser's query: {query}"
+
+
 CUT_MARK = " [...] "
 
 

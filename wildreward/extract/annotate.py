@@ -29,20 +29,24 @@ assistant's response, using {evidence} as evidence.
 
 Pick exactly one category:
 1 = Clear rejection: the user explicitly criticises or rejects the response or shows frustration \
-(e.g. "This is wrong.", "No, that's not what I need.").
-2 = Correction: the user points out a mistake, a missed requirement or an invented fact \
-(e.g. "I asked for Python, not C++.", "This code doesn't run.").
-3 = Neutral or unclear: no clear attitude; a new request, an unrelated or generic follow-up, or an ambiguous \
-reply (e.g. "What is the formula for X?").
-4 = Positive engagement: clear positive emotion together with a meaningful extension of the topic \
-(e.g. "Interesting, so what happens if we scale it up?").
+(e.g. "This is wrong.", "You didn't answer my question.", "No, that's not what I need.").
+2 = Correction: the user points out a mistake, a missed requirement or constraint, or an invented fact, so the \
+instruction was not followed exactly (e.g. "The last step of the calculation is wrong.", "I asked for Python, \
+not C++.", "You left out the limitations.", "This code doesn't run.").
+3 = Neutral or unclear: no clear attitude; a new request, an unrelated or generic question, a plain follow-up \
+without emotion, or an ambiguous reply (e.g. "Okay, next question.", "What is the formula for X?", \
+"How does this apply to Y?").
+4 = Positive engagement: the user builds on the response AND shows clear positive emotion such as interest, \
+excitement or approval; continuing the topic alone is not enough (e.g. "Interesting, so what happens if we \
+scale it up?", "That helps - could we use it for drones?", "Good point! And in the dynamic case?").
 5 = Clear satisfaction: the user thanks the assistant, says they are satisfied, or says the problem is solved \
-(e.g. "Thanks, this solves it.").
+(e.g. "Thanks, this solves it.", "Perfect answer.", "That's all I needed.").
 
 Rules:
 - Rely only on strong and explicit evidence in the user's next message.
 - Do not assume the user is satisfied just because they continue the same topic.
 - Users often ask follow-up questions even when they are dissatisfied.
+- A neutral, ambiguous or topic-extending message is never positive engagement (4).
 - {unclear_rule}
 
 [User's previous message]

@@ -42,8 +42,23 @@ class HttpConfig(Section):
     extra_body: dict = Field(default_factory=dict, description="Merged into each request (e.g. vLLM options).")
 
 
+class ClassifierConfig(Section):
+    """The fast labellers (``annotator.backend: classifier``): a trained feedback classifier, optionally in a
+    cascade whose unsure rows go to the LLM annotator described by the rest of the annotator section."""
+    model_dir: str | None = Field(None, description=(
+        "A feedback classifier: `wildreward train` output with model.input=feedback, model.num_levels=5."))
+    min_confidence: float = Field(0.0, ge=0, le=1, description=(
+        "A row whose top class probability is below this is unsure: it goes to the LLM while llm_budget lasts, "
+        "else it stays unlabelled (error 'unsure') and is counted."))
+    llm_budget: int = Field(0, ge=0, description="Unsure rows each annotator actor may send to the LLM (cascade).")
+    llm_backend: Literal["hf", "vllm", "http"] = Field("hf", description="Backend of the cascade's LLM.")
+    batch_size: int = Field(64, ge=1, description="Rows per classifier forward pass.")
+
+
 class AnnotatorConfig(Section):
-    backend: Literal["hf", "vllm", "http"] = "hf"
+    backend: Literal["hf", "vllm", "http", "classifier", "keyword"] = Field("hf", description=(
+        "hf / vllm / http: an LLM rates each turn with the paper's prompt; classifier: a trained feedback "
+        "classifier (see classifier), with an optional LLM cascade; keyword: phrase rules (a baseline)."))
     mode: Literal["constrained", "freeform"] = Field("constrained", description=(
         "constrained: one forward pass, label from the next-token distribution over the label tokens; "
         "freeform: paper-faithful generation parsed for [[n]]."))
@@ -72,11 +87,14 @@ class AnnotatorConfig(Section):
     num_gpus: float = Field(0.0, ge=0, description="Per actor (GPU clusters).")
     engine_kwargs: dict = Field(default_factory=dict, description="vLLM engine kwargs (max_model_len, dtype, ...).")
     http: HttpConfig = HttpConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
 
     @model_validator(mode="after")
     def _check_pool(self):
         if self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
+        if self.backend == "classifier" and not self.classifier.model_dir:
+            raise ValueError("annotator.backend=classifier needs annotator.classifier.model_dir")
         return self
 
 

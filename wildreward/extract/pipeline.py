@@ -87,9 +87,9 @@ class AnnotateUDF:
     """Actor: one LLM backend per actor, rating the feedback of each turn."""
 
     def __init__(self, cfg: AnnotatorConfig):
-        from wildreward.extract.annotate import FeedbackAnnotator
+        from wildreward.extract.labellers import make_labeller
 
-        self.annotate = FeedbackAnnotator(cfg)
+        self.annotate = make_labeller(cfg)
 
     def __call__(self, turns: pa.Table) -> pa.Table:
         rows = turns.to_pylist()
@@ -112,12 +112,14 @@ def refusal_candidates_udf(table: pa.Table, cfg: RefusalConfig) -> pa.Table:
 
 
 class JudgeUDF:
-    """Actor: the refusal judge (the same LLM as the annotator, as in the paper)."""
+    """Actor: the refusal judge (the same LLM as the annotator, as in the paper; the cascade's LLM when the
+    labeller is a classifier)."""
 
     def __init__(self, cfg: AnnotatorConfig):
         from wildreward.extract.annotate import RefusalJudge
+        from wildreward.extract.labellers import llm_config
 
-        self.judge = RefusalJudge(cfg)
+        self.judge = RefusalJudge(llm_config(cfg))
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         items = rows.to_pylist()

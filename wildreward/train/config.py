@@ -23,6 +23,10 @@ class ModelConfig(Section):
     head: Literal["independent", "coral"] = Field("independent", description=(
         "independent: K-1 free logits (the paper); coral: one score minus learned ordered cut-points."))
     num_levels: int = Field(4, ge=2)
+    input: Literal["rm", "feedback"] = Field("rm", description=(
+        "rm: the paper's template over history, query and response (a reward model); feedback: the user's next "
+        "message, the end of the response and the query (a feedback classifier for annotator.backend: "
+        "classifier, trained with num_levels: 5 on the annotator's 1-5 labels)."))
     max_length: int = Field(512, ge=16, description="Tokens (paper: 4096; MiniLM's limit is 512).")
     truncation: Literal["right", "middle"] = Field("middle", description=(
         "Over-long examples lose their oldest history messages first, then query/response text at the end "

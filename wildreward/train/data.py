@@ -12,16 +12,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from wildreward.template import fit_rm_input
+from wildreward.template import build_feedback_text, fit_rm_input
 
 REQUIRED_COLUMNS = ("id", "history", "query", "response", "label")
 
 
-def find_bad_rows(table: pa.Table, num_levels: int) -> pa.Table:
+def columns_for(input_kind: str) -> tuple[str, ...]:
+    """The columns training reads: a feedback classifier also needs the next message."""
+    return REQUIRED_COLUMNS + ("feedback",) if input_kind == "feedback" else REQUIRED_COLUMNS
+
+
+def find_bad_rows(table: pa.Table, num_levels: int, columns: tuple[str, ...] = REQUIRED_COLUMNS) -> pa.Table:
     """One row per unusable training row: ``id`` and ``reason`` (missing column, label not a whole number or out
     of 1..K, empty query or response). Training refuses to start when this is not empty: a bad label is not
     silently dropped or rounded."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise ValueError(f"training data lacks columns {missing} (has {table.column_names}); "
                          "expected the train/ output of `wildreward extract`")
@@ -36,6 +41,9 @@ def find_bad_rows(table: pa.Table, num_levels: int) -> pa.Table:
         "empty_query": pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(table["query"], ""))), 0),
         "empty_response": pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(table["response"], ""))), 0),
     }
+    if "feedback" in columns:
+        checks["empty_feedback"] = pc.equal(
+            pc.utf8_length(pc.utf8_trim_whitespace(pc.fill_null(table["feedback"], ""))), 0)
     ids, reasons = [], []
     for reason, mask in checks.items():
         bad = table.filter(pc.fill_null(mask, False))
@@ -44,12 +52,19 @@ def find_bad_rows(table: pa.Table, num_levels: int) -> pa.Table:
     return pa.table({"id": pa.array(ids, pa.string()), "reason": pa.array(reasons, pa.string())})
 
 
-def encode_rows(rows: list[dict[str, Any]], tokenizer, max_length: int, truncation: str) -> list[dict[str, Any]]:
+def encode_rows(rows: list[dict[str, Any]], tokenizer, max_length: int, truncation: str,
+                input_kind: str = "rm") -> list[dict[str, Any]]:
     """Rows -> ``{id, input_ids, label, truncated, response_cut}``, each at most ``max_length`` tokens."""
     out = []
     for row in rows:
-        text, flags = fit_rm_input(tokenizer, row["history"], row["query"], row["response"], max_length, truncation)
-        ids = tokenizer(text, verbose=False)["input_ids"]
+        if input_kind == "feedback":
+            text = build_feedback_text(row["query"], row["response"], row["feedback"])
+            ids = tokenizer(text, verbose=False, truncation=True, max_length=max_length)["input_ids"]
+            flags = {"truncated": len(ids) == max_length, "response_cut": False}
+        else:
+            text, flags = fit_rm_input(tokenizer, row["history"], row["query"], row["response"], max_length,
+                                       truncation)
+            ids = tokenizer(text, verbose=False)["input_ids"]
         out.append({"id": row["id"], "input_ids": ids, "label": int(row["label"]),
                     "truncated": flags["truncated"], "response_cut": flags["response_cut"]})
     return out

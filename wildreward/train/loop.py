@@ -26,7 +26,7 @@ from wildreward.ordinal import expected_rating, ordinal_metrics
 from wildreward.rm import build_model
 from wildreward.storage import Location
 from wildreward.train.config import TrainConfig
-from wildreward.train.data import REQUIRED_COLUMNS, collate, encode_rows, group_by_length
+from wildreward.train.data import collate, columns_for, encode_rows, group_by_length
 from wildreward.train.engine import build_rm_engine, train_micro_batch
 
 def all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
@@ -130,11 +130,11 @@ def resume_state(saved: dict[str, Any], plan: dict[str, Any], name: str) -> dict
     return {k: saved[k] for k in ("step", "epoch", "micro_in_epoch")}
 
 
-def held_out_rows(rank: int, world: int) -> list[dict]:
+def held_out_rows(rank: int, world: int, columns: tuple[str, ...]) -> list[dict]:
     """This rank's slice of the held-out set: every world-th row."""
     rows, index = [], 0
     for table in rc.train_shard("validation").iter_batches(batch_size=1024, batch_format="pyarrow"):
-        for row in table.select(list(REQUIRED_COLUMNS)).to_pylist():
+        for row in table.select(list(columns)).to_pylist():
             if index % world == rank:
                 rows.append(row)
             index += 1
@@ -147,13 +147,13 @@ class Validation:
 
     def __init__(self, cfg: TrainConfig, tokenizer, rows: list[dict], rank: int, world: int, total_rows: int):
         self.cfg, self.tok, self.rank = cfg, tokenizer, rank
-        self.examples = encode_rows(rows, tokenizer, cfg.model.max_length, cfg.model.truncation)
+        self.examples = encode_rows(rows, tokenizer, cfg.model.max_length, cfg.model.truncation, cfg.model.input)
         self.examples.sort(key=lambda e: -len(e["input_ids"]))
         self.num_batches = math.ceil(math.ceil(total_rows / world) / cfg.batch.eval_batch_size)
         # What a rank runs once its slice is used up (or when it has none: fewer held-out rows than ranks).
         self.filler = self.examples[:1] or encode_rows(
-            [{"id": "filler", "history": [], "query": "q", "response": "r", "label": 1}], tokenizer,
-            cfg.model.max_length, cfg.model.truncation)
+            [{"id": "filler", "history": [], "query": "q", "response": "r", "feedback": "f", "label": 1}], tokenizer,
+            cfg.model.max_length, cfg.model.truncation, cfg.model.input)
 
     def run(self, engine, final: bool, out_dir: Location) -> dict[str, float]:
         bs = self.cfg.batch.eval_batch_size
@@ -218,7 +218,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 f"micro-batch {state['micro_in_epoch']})")
     log.say(f"{train_rows} rows, {world} workers x micro-batch {mb} x accumulation {accum} = global batch "
             f"{cfg.batch.global_batch_size}; {steps_per_epoch} steps/epoch, {total_steps} steps total")
-    validation = Validation(cfg, tok, held_out_rows(rank, world), rank, world, test_rows) if test_rows else None
+    validation = Validation(cfg, tok, held_out_rows(rank, world, columns_for(cfg.model.input)), rank, world, test_rows) if test_rows else None
     if state["step"] >= total_steps:
         return
 
@@ -244,8 +244,8 @@ def train_loop(config: dict[str, Any]) -> None:
             if micro + n_micro <= skip or micro >= epoch_micro:  # consumed before the checkpoint / leftover
                 micro += n_micro
                 continue
-            examples = encode_rows(table.select(list(REQUIRED_COLUMNS)).to_pylist(), tok, cfg.model.max_length,
-                                   cfg.model.truncation)
+            rows = table.select(list(columns_for(cfg.model.input))).to_pylist()
+            examples = encode_rows(rows, tok, cfg.model.max_length, cfg.model.truncation, cfg.model.input)
             rng = np.random.default_rng([cfg.seed, epoch, window])
             for idx in group_by_length([len(e["input_ids"]) for e in examples], mb, rng):
                 if micro < skip or micro >= epoch_micro:

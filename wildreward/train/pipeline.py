@@ -40,10 +40,10 @@ def order_key_udf(table: pa.Table, seed: int) -> pa.Table:
     return table.append_column("order_key", pa.array(keys, pa.int64()))
 
 
-def bad_rows_udf(table: pa.Table, num_levels: int) -> pa.Table:
+def bad_rows_udf(table: pa.Table, num_levels: int, columns: tuple[str, ...]) -> pa.Table:
     from wildreward.train.data import find_bad_rows
 
-    return find_bad_rows(table, num_levels)
+    return find_bad_rows(table, num_levels, columns)
 
 
 def label_counts_udf(table: pa.Table) -> pa.Table:
@@ -60,16 +60,17 @@ def count_labels(ds) -> dict[int, int]:
 
 def load_split(paths: list[str], cfg: TrainConfig, limit: int | None, name: str, shuffle: bool):
     """Parquet -> (dataset, rows); refuses data with bad rows, naming a few of them."""
-    from wildreward.train.data import REQUIRED_COLUMNS
+    from wildreward.train.data import columns_for
 
+    columns = columns_for(cfg.model.input)
     missing = [p for p in paths if not Path(p).exists() and "://" not in p]
     if missing:
         raise FileNotFoundError(f"data.{name}: {missing} not found")
-    ds = rc.read_parquet(paths, columns=list(REQUIRED_COLUMNS))
+    ds = rc.read_parquet(paths, columns=list(columns))
     if limit:
         ds = ds.limit(limit)
     ds = ds.materialize()  # read once: the checks, the count and the ordering below all reuse it
-    bad = rc.map_tables(ds, bad_rows_udf, num_levels=cfg.model.num_levels).take_all()
+    bad = rc.map_tables(ds, bad_rows_udf, num_levels=cfg.model.num_levels, columns=columns).take_all()
     if bad:
         counts: dict[str, int] = {}
         for row in bad:
@@ -179,7 +180,7 @@ def export_checkpoint(checkpoint_dir: Path, cfg: TrainConfig, target: Path) -> P
                  "mean_by_label": {str(int(y)): float(reward[label == y].mean()) for y in np.unique(label)}}
         stats["calibration"] = fit_satisfaction_calibration(reward, label, cfg.model.num_levels)
     return save_reward_model(model, tok, target, max_length=cfg.model.max_length, truncation=cfg.model.truncation,
-                             score_stats=stats, extra={"backbone": cfg.model.backbone})
+                             score_stats=stats, extra={"backbone": cfg.model.backbone, "input": cfg.model.input})
 
 
 def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray, num_levels: int) -> dict[str, Any]:
