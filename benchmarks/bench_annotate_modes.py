@@ -36,7 +36,8 @@ for _key, _value in {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "RAY_USA
                      "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(_key, _value)
 
-WILDCHAT = Path(os.environ.get("WILDREWARD_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "chatlogs" / "wildchat_sample.jsonl"
+WILDCHAT = (Path(os.environ.get("WILDREWARD_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+            / "data" / "chatlogs" / "wildchat_sample.jsonl")
 
 
 def annotate_timed(annotator, rows: list[dict], batch_size: int) -> tuple[list[dict], float]:

@@ -5,11 +5,12 @@
     stub). Targets: time grows linearly (the marginal seconds per 1k extra turns of the last size step is within
     1.5x of the first step's; fixed start-up costs cancel out), peak memory stays flat (largest / smallest <= 1.5x).
 (b) **Node sweep** (default 1, 2, 4 nodes) on :class:`wildreward.testing.fake_cluster.FakeAutoscalingCluster`
-    with a fixed number of fake nodes (``min_workers = max_workers = nodes - 1``), each with ``--node-cpus`` CPUs; the annotator
-    pool may grow to 8 actors of 1 CPU, so the cluster's CPUs, i.e. its nodes, bound the pool. The stub is slow
-    (``--node-latency-ms`` per request, 2 in flight per actor), so an actor is bound by the annotator's latency
-    as with a real remote LLM, not by this machine's CPUs, which all fake nodes share. Reported: annotated rows/s
-    over the stub's request window, the pool's peak size and which nodes ran it (from a :class:`ClusterTrace`).
+    with a fixed number of fake nodes (``min_workers = max_workers = nodes - 1``), each with ``--node-cpus`` CPUs;
+    the annotator pool may grow to 8 actors of 1 CPU, so the cluster's CPUs, i.e. its nodes, bound the pool. The
+    stub is slow (``--node-latency-ms`` per request, 2 in flight per actor), so an actor is bound by the annotator's
+    latency as with a real remote LLM, not by this machine's CPUs, which all fake nodes share. Reported: annotated
+    rows/s over the stub's request window, the pool's peak size and which nodes ran it (from a
+    :class:`ClusterTrace`).
 
 The annotator is the ``http`` backend (constrained) against ``wildreward/testing/openai_stub.py``: ITS LABELS ARE
 MEANINGLESS (a hash); hindsight mining runs with a randomly initialised 2-layer encoder (MiniLM's tokenizer), so the
@@ -154,8 +155,9 @@ def run_nodes(nodes: int, input_file: Path, args, stub, encoder: str) -> dict:
     result = {"nodes": nodes, "cluster_cpus": nodes * args.node_cpus, "run_extract_s": round(wall, 1),
               "peak_pool": max(pool) if pool else 0, "peak_pool_nodes": max(trace.series("pool_nodes") or [0]),
               **summarise(stats, stub.stats()), "trace": str(trace_file.relative_to(args.results_dir.parent.parent))}
-    result["annotate_rows_per_s_per_actor"] = (round(result["annotate_rows_per_s_server"] / result["peak_pool"], 2)
-                                               if result["peak_pool"] and result["annotate_rows_per_s_server"] else None)
+    result["annotate_rows_per_s_per_actor"] = (
+        round(result["annotate_rows_per_s_server"] / result["peak_pool"], 2)
+        if result["peak_pool"] and result["annotate_rows_per_s_server"] else None)
     print(f"[bench] {nodes} node(s): {json.dumps(result)}", flush=True)
     if not args.keep_outputs:
         shutil.rmtree(out, ignore_errors=True)
@@ -297,7 +299,7 @@ the pipeline's own costs at scale. Refusal judging and mining on. Figure: `{figu
 
 | turns | kept | wall s | s / 1k turns | peak PSS MB | peak private MB | peak /dev/shm MB | annotate rows/s (stub window) | mining candidates | reconciled |
 |---|---|---|---|---|---|---|---|---|---|
-""" + "\n".join(f"| {r['turns']:,} | {r['kept']:,} | {r['wall_s']} | {r['s_per_1k_turns']} | {r['peak_pss_mb']} | "
+""" + "\n".join(f"| {r['turns']:,} | {r['kept']:,} | {r['wall_s']} | {r['s_per_1k_turns']} | {r['peak_pss_mb']} | "  # noqa: E501 (markdown headings and table rows)
                 f"{r.get('peak_private_mb', 'n/a')} | {r.get('peak_shm_mb', 'n/a')} | "
                 f"{r['annotate_rows_per_s_server']} | {r['mining_candidates']} | {r['reconciled']} |"
                 for r in size_runs) + """
@@ -328,7 +330,7 @@ Checks: {json.dumps({k: v for k, v in checks.items() if k != 'throughput_vs_node
 
 | nodes | cluster CPUs | peak pool | nodes running the pool | annotate rows/s (stub window) | rows/s per actor | run_extract s | trace |
 |---|---|---|---|---|---|---|---|
-""" + "\n".join(f"| {r['nodes']} | {r['cluster_cpus']} | {r['peak_pool']} | {r['peak_pool_nodes']} | "
+""" + "\n".join(f"| {r['nodes']} | {r['cluster_cpus']} | {r['peak_pool']} | {r['peak_pool_nodes']} | "  # noqa: E501 (markdown headings and table rows)
                 f"{r['annotate_rows_per_s_server']} | {r['annotate_rows_per_s_per_actor']} | {r['run_extract_s']} | "
                 f"`{Path(r['trace']).name}` |" for r in node_runs) + f"""
 

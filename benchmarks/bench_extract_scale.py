@@ -230,7 +230,8 @@ def main() -> None:
     md = f"""
 `run_extract` end to end on local Ray (2 CPUs), annotator = `http` backend (constrained) against the local stub
 `wildreward/testing/openai_stub.py` ({args.latency_ms:g} ms latency per request, hash-derived labels that are
-MEANINGLESS: throughput and memory only), {args.concurrency} requests in flight per actor, `annotator.num_cpus={args.num_cpus}`.
+MEANINGLESS: throughput and memory only), {args.concurrency} requests in flight per actor,
+`annotator.num_cpus={args.num_cpus}`.
 Refusal judging and hindsight mining are on. Inputs: ShareGPT conversations with exactly N turns; the package file
 has only {clean_turns} turns in cleanly read conversations, so they are repeated with an id suffix
 (small: {inputs[args.small]['conversations']} records, {inputs[args.small]['mb']} MB; large:
@@ -239,7 +240,7 @@ all Ray processes and the stub. Wall = `ray.init` + `run_extract`.
 
 | run | turns | kept | actors | wall s | peak PSS MB | annotate rows/s (stage) | annotate rows/s (stub window) | refusal judged | mining candidates |
 |---|---|---|---|---|---|---|---|---|---|
-""" + "\n".join(
+""" + "\n".join(  # noqa: E501 (markdown table rows)
         f"| {r['name']} | {r['turns']} | {r['kept']} | {r['actors']} | {r['wall_s']} | {r['peak_pss_mb']} | "
         f"{r['annotate_rows_per_s_stage']} | {r['annotate_rows_per_s_server']} | {r['refusal_judged']} | "
         f"{r['mining_candidates']} |" for r in runs.values()) + f"""

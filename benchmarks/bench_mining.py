@@ -137,7 +137,7 @@ Max |similarity difference| on the {sample} pairs both scored: {out['max_abs_dif
 
 Load average (1/5/15 min) before {out['loadavg_before']}, between the two phases {out['loadavg_between']}, after
 {out['loadavg_after']} on {os.cpu_count()} CPUs (a higher load in one phase than the other skews the ratio).
-"""
+"""  # noqa: E501 (markdown table rows)
     path = write_results(args.name, out, md)
     print(md)
     print(f"[bench] wrote {path}")

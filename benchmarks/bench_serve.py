@@ -194,7 +194,8 @@ def run_serve(model_dir: str, texts: list[str], levels: list[int], per_level: in
             sweep[c] = asyncio.run(closed_loop(f"{base}/get_reward", texts, c,
                                                max(per_level // 4, 40) if c == 1 else per_level))
             after = batches()
-            sweep[c]["mean_batch"] = round((after["texts"] - before["texts"]) / max(1, after["count"] - before["count"]), 2)
+            sweep[c]["mean_batch"] = round((after["texts"] - before["texts"])
+                                           / max(1, after["count"] - before["count"]), 2)
         capacity = max(level["rps"] for level in sweep.values())
         overload = asyncio.run(open_loop(f"{base}/get_reward", texts, 4 * capacity, overload_s))
         after_overload = asyncio.run(closed_loop(f"{base}/get_reward", texts, 8, 40))  # still healthy?
@@ -227,7 +228,8 @@ def offline_rate(model_dir: str, texts: list[str], batch: int, device: str) -> f
 
 def to_markdown(r: dict) -> str:
     lines = ["## Closed-loop load, one text per request", "",
-             "| concurrency | baseline rps | baseline p50 / p99 ms | serve rps | serve p50 / p99 ms | serve mean batch | rps ratio |",
+             "| concurrency | baseline rps | baseline p50 / p99 ms | serve rps | serve p50 / p99 ms | serve mean batch "
+             "| rps ratio |",
              "|---|---|---|---|---|---|---|"]
     for c, s in r["serve"]["sweep"].items():
         b = r["baseline"]["sweep"][c]

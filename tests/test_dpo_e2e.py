@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def served_rm(ray_local, tmp_path_factory):
-    cfg = ServeConfig(model_dir=build_tiny_rm(tmp_path_factory), name="dpo-rm", port=8393, num_cpus=0.25, max_batch_size=16)
+    cfg = ServeConfig(model_dir=build_tiny_rm(tmp_path_factory), name="dpo-rm", port=8393, num_cpus=0.25,
+                      max_batch_size=16)
     rc.serve_run(build_app(cfg), name=cfg.name, host=cfg.host, port=cfg.port)
     yield cfg
     rc.serve_shutdown()

@@ -115,8 +115,9 @@ def test_extract_through_http_backend(tmp_path, logs_dir, ray_local):
     url = stub.start()
     try:
         stats = run_extract(extract_config(tmp_path / "run", logs_dir, "stub-model", "read.max_conversations=6",
-                                           "annotator.backend=http", f"annotator.http.base_url={url}", "annotator.http.concurrency=4",
-                                           "annotator.num_cpus=0.5", "split.test_size=3"))
+                                           "annotator.backend=http", f"annotator.http.base_url={url}",
+                                           "annotator.http.concurrency=4", "annotator.num_cpus=0.5",
+                                           "split.test_size=3"))
     finally:
         stub.stop()
     annotated, judged = stats["annotate"]["annotated"], stats["refusal"]["judged"]

@@ -8,7 +8,8 @@ resuming from its checkpoint (tests/test_train_ray.py, ``fail_once_at_step``); a
 Here: an annotator actor killed mid-annotation; the driver killed (SIGKILL) mid-annotation and the same command
 re-run; whole bad input files (binary garbage, wrong schema, empty, not UTF-8, corrupt Parquet and gzip) next to
 a good one. The annotator is the ``http`` backend against :func:`wildreward.testing.openai_stub.start_stub`,
-whose label is a hash of the prompt, so every label written can be checked against the one the stub gave for that very row.
+whose label is a hash of the prompt, so every label written can be checked against the one the stub gave for that
+very row.
 """
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ CASES = [
     ("too_many_words", turn(history=[{"role": "user", "content": "w " * 200}] * 20,
                             query="one two three four " + "five " * 73, response="r " * 100)),
     ("too_many_words", turn(language="zh", history=[{"role": "user", "content": "字" * 4050}],
-                            query="请解释一下二分查找算法", response="二分查找每次将搜索区间减半，直到找到目标为止。" * 4)),
+                            query="请解释一下二分查找算法",
+                            response="二分查找每次将搜索区间减半，直到找到目标为止。" * 4)),
     ("short_query", turn(query="fix my code please")),
     ("short_query", turn(language="zh", query="你好！！ ？")),   # 2 characters once punctuation is ignored
     ("short_response", turn(response="Sure, here it is: nine words long, really.")),

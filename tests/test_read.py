@@ -191,7 +191,8 @@ MALFORMED = {
     b'{"role": "system", "content": "b"}]}': "role_order",
 }
 GOOD = [
-    b'{"conversation_id": "g1", "conversation": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
+    b'{"conversation_id": "g1", "conversation": [{"role": "user", "content": "hi"}, '
+    b'{"role": "assistant", "content": "yo"}]}',
     b'{"conversation_id": "g2", "conversation": [{"role": "system", "content": "be nice"}, {"role": "system", '
     b'"content": "really"}, {"role": "user", "content": "hi"}]}',
     b'{"id": "g3", "conversations": [{"from": "human", "value": "hi"}, {"from": "chatgpt", "value": "yo"}, '

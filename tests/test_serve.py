@@ -24,7 +24,8 @@ JSON = {"content-type": "application/json"}  # for bodies sent as bytes
 ITEMS = [
     {"history": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
      "query": "What is the capital of France?", "response": "Paris, of course."},
-    {"query": "Tell me a joke about cats please", "response": "Why did the cat sit on the computer? To keep an eye on the mouse."},
+    {"query": "Tell me a joke about cats please",
+     "response": "Why did the cat sit on the computer? To keep an eye on the mouse."},
     {"messages": [{"role": "user", "content": "Sort [3, 1, 2] in Python"},
                   {"role": "assistant", "content": "sorted([3, 1, 2]) gives [1, 2, 3]."}]},
 ]
@@ -173,7 +174,8 @@ def test_sync_and_async_clients_match_offline_scoring(server, model_dir):
     with RewardClient(URL, concurrency=4, texts_per_request=8) as rm:
         assert rm.get_rewards(texts) == pytest.approx(want, abs=1e-4)
         scored = rm.score(ITEMS)
-        assert [r["reward"] for r in scored] == pytest.approx(RewardModel(model_dir).score(offline_examples()), abs=1e-4)
+        assert [r["reward"] for r in scored] == pytest.approx(RewardModel(model_dir).score(offline_examples()),
+                                                              abs=1e-4)
         assert rm.retries == 0
 
     async def run():

@@ -54,7 +54,8 @@ def test_language_is_detected_per_query_when_the_log_has_none():
     ("tell me which stable diffusion prompt i can use to obtain a drawing of a dog made of stars in a starry night "
      "sky ", "en"),
     ("What if Saiyan SpongeBob's Crew and Chuck E. Cheese Crew were in Greek Mythology", "en"),
-    ("我有一组0到0.8的数据，我希望把0-0.4的数据映射到0到-500去，0.4以上的数据映射到0-5000，用python实现，不使用numpy库", "zh"),
+    ("我有一组0到0.8的数据，我希望把0-0.4的数据映射到0到-500去，"
+     "0.4以上的数据映射到0-5000，用python实现，不使用numpy库", "zh"),
     ("诈欺游戏的内容解说提纲", "zh"),
     ("Dis-moi quel prompt utiliser dans stable diffusion pour dessiner des images dans un ciel nocturne avec des "
      "étoiles", "fr"),

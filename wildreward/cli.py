@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", help="stage YAML (see jobs/configs/); defaults apply without one")
-        p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. annotator.mode=freeform")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="dotted overrides, e.g. annotator.mode=freeform")
         if name == "serve":
             p.add_argument("--write-serve-config", metavar="PATH",
                            help="write a Serve config file (serve deploy / KubeRay RayService) instead of serving")

@@ -115,7 +115,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             key = ".".join(str(p) for p in e["loc"]) or "<root>"
             msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
             lines.append(f"  {key}: {msg}" + ("" if e["type"] == "extra_forbidden" else f" (got {e.get('input')!r})"))
-        raise ConfigError(f"invalid {cls.__name__}" + (f" from {path}" if path else "") + ":\n" + "\n".join(lines)) from None
+        where = f" from {path}" if path else ""
+        raise ConfigError(f"invalid {cls.__name__}{where}:\n" + "\n".join(lines)) from None
 
 
 def library_versions() -> dict[str, str]:

@@ -22,7 +22,7 @@ Please rate the response on a scale of 1 to 5 integers.
 [5] CLEAR SATISFACTION
 # Input Data
 ## Context (History)
-"""
+"""  # noqa: E501 (the paper's template, verbatim)
 
 TEMPLATE_FOOTER = """
 # Output

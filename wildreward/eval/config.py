@@ -42,8 +42,8 @@ class EvalConfig(Section):
     # Levels 1-2 are the negative feedback classes (rejection, correction) and 3-4 the positive ones (engagement,
     # satisfaction); extraction already dropped the neutral class, so by default every row gets a binary label.
     positive_min_label: int = Field(SATISFIED_MIN_LEVEL, ge=1, description="Rows with label >= this are positive.")
-    negative_max_label: int = Field(SATISFIED_MIN_LEVEL - 1, ge=1, description="Rows with label <= this are negative; labels between "
-                                                         "the two are left out (counted).")
+    negative_max_label: int = Field(SATISFIED_MIN_LEVEL - 1, ge=1, description=(
+        "Rows with label <= this are negative; labels between the two are left out (counted)."))
     batch_size: int = Field(32, ge=1, description="Examples per actor call (and per request to the endpoint).")
     num_actors: int = Field(2, ge=1, description="Most scoring actors per model (the pool starts with one).")
     num_cpus: float = Field(1.0, gt=0, description="Per actor.")

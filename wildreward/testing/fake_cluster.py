@@ -1,10 +1,11 @@
 """A local multi-node Ray cluster for tests and benchmarks, and a trace of its nodes and actor pools.
 
 :class:`FakeAutoscalingCluster` runs Ray's ``fake_multinode`` node provider (autoscaler v1): a head plus one worker
-node type whose "nodes" are extra raylets on this machine. It is used instead of ``ray.cluster_utils.AutoscalingCluster``,
-which runs ``ray stop --force`` (ending every Ray on the machine), binds the default ports (6379, 8265, 10001, 52365)
-and loads ``fake_multi_node/example.yaml``, which the Ray 2.60 wheel does not ship. Ours uses free ports and its own
-temp dir (so ``ray.init("auto")`` elsewhere never finds it) and, on shutdown, ends only its own processes.
+node type whose "nodes" are extra raylets on this machine. It is used instead of
+``ray.cluster_utils.AutoscalingCluster``, which runs ``ray stop --force`` (ending every Ray on the machine), binds
+the default ports (6379, 8265, 10001, 52365) and loads ``fake_multi_node/example.yaml``, which the Ray 2.60 wheel
+does not ship. Ours uses free ports and its own temp dir (so ``ray.init("auto")`` elsewhere never finds it) and, on
+shutdown, ends only its own processes.
 
 :class:`ClusterTrace` samples (time, alive nodes, actors of one Ray Data pool) in a background thread.
 """

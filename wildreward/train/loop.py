@@ -218,7 +218,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 f"micro-batch {state['micro_in_epoch']})")
     log.say(f"{train_rows} rows, {world} workers x micro-batch {mb} x accumulation {accum} = global batch "
             f"{cfg.batch.global_batch_size}; {steps_per_epoch} steps/epoch, {total_steps} steps total")
-    validation = Validation(cfg, tok, held_out_rows(rank, world, columns_for(cfg.model.input)), rank, world, test_rows) if test_rows else None
+    validation = (Validation(cfg, tok, held_out_rows(rank, world, columns_for(cfg.model.input)), rank, world,
+                             test_rows) if test_rows else None)
     if state["step"] >= total_steps:
         return
 
@@ -281,7 +282,8 @@ def train_loop(config: dict[str, Any]) -> None:
                             f"{record['tokens_per_s']:.0f} tok/s pad-eff {record['padding_efficiency']:.2f} "
                             f"trunc {record['truncation_rate']:.1%} eta {eta:.0f}s")
                 if cfg.fail_once_at_step == step and rank == min(1, world - 1):
-                    marker = Location.parse(config["storage_path"]) / cfg.checkpoint.name / f".fault_injected_step{step}"
+                    marker = (Location.parse(config["storage_path"]) / cfg.checkpoint.name
+                              / f".fault_injected_step{step}")
                     if not marker.exists():
                         marker.touch()
                         raise RuntimeError(f"injected failure at step {step} on rank {rank} (fail_once_at_step)")
