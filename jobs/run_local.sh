@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's main command: start a loopback Ray head, submit the pipeline (extract -> train -> eval -> serve) as
-# one job with `ray job submit`, stream its logs, print where the outputs are, stop Ray.
+# The README's main command: start a loopback Ray head, submit the pipeline (labeller -> extract -> train -> eval ->
+# serve) as one job with `ray job submit`, stream its logs, print where the outputs are, stop Ray.
 # Extra arguments are dotted overrides of jobs/configs/pipeline_default.yaml, addressed by stage:
 #   bash jobs/run_local.sh                                   # embedded default -> outputs/default
 #   OUT=/tmp/run1 bash jobs/run_local.sh extract.annotator.mode=freeform train.optim.lr=1e-4 eval.max_pairs=50
@@ -18,13 +18,13 @@ PORT=${RAY_PORT:-6379}
 DASH=${RAY_DASHBOARD_PORT:-8265}
 
 # The job runs in an uploaded copy of the repo: give it absolute paths for everything outside it.
-args=("output_dir=$OUT" "dpo.prompts.chatlogs=[$SHARED/data/chatlogs/lmsys_chat_sample.jsonl]")
-if [ -d "$SHARED/data/benchmarks" ]; then
-    args+=("eval.data_dir=$SHARED/data")
-else
-    echo "run_local: no benchmarks at $SHARED/data/benchmarks (set WILDREWARD_SHARED): eval skipped"
-    args+=("stages=[extract,train,serve]")
+# The labeller reads the gold turns' text from the shared chat logs; eval reads the benchmarks there.
+if [ ! -d "$SHARED/data/chatlogs" ] || [ ! -d "$SHARED/data/benchmarks" ]; then
+    echo "run_local: no shared data at $SHARED/data (chatlogs/, benchmarks/); set WILDREWARD_SHARED" >&2
+    exit 1
 fi
+args=("output_dir=$OUT" "dpo.prompts.chatlogs=[$SHARED/data/chatlogs/lmsys_chat_sample.jsonl]"
+      "eval.data_dir=$SHARED/data" "labeller.chatlogs_dir=$SHARED/data/chatlogs")
 
 # A private temp dir marks this script's Ray processes: on exit only they are stopped (`ray stop` would end every
 # Ray on the machine), and no other `ray.init()` here mistakes this head for its own cluster.

@@ -105,10 +105,14 @@ def test_cascade_spends_its_budget_then_leaves_rows_unlabelled():
     assert llm.rows == 3
 
 
-def test_classifier_backend_needs_a_model_dir():
-    with pytest.raises(ValueError, match="model_dir"):
-        AnnotatorConfig(backend="classifier")
-    AnnotatorConfig(backend="classifier", classifier={"model_dir": "/tmp/x"})
+def test_classifier_backend_needs_a_model_dir(tmp_path):
+    from wildreward.extract.config import ExtractConfig
+    from wildreward.extract.pipeline import run_extract
+
+    cfg = ExtractConfig(output_dir=str(tmp_path), annotator=AnnotatorConfig(backend="classifier"))
+    with pytest.raises(ValueError, match="needs annotator.classifier.model_dir"):
+        run_extract(cfg)
+    assert not any(tmp_path.iterdir())  # refused before any work
 
 
 def test_feedback_text_puts_the_next_message_first_and_cuts_long_fields():

@@ -35,6 +35,15 @@ def run_train_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_labeller_command(args: argparse.Namespace) -> int:
+    from wildreward.extract.classifier import LabellerConfig, run_labeller
+
+    cfg = load_config(LabellerConfig, args.config, args.overrides)
+    summary = run_labeller(cfg)
+    print(f"feedback classifier trained on {summary['training_rows']} rows: {summary['model_dir']}")
+    return 0
+
+
 def run_users_scaling_command(args: argparse.Namespace) -> int:
     from wildreward.eval.users import UsersScalingConfig, run_users_scaling
 
@@ -150,6 +159,7 @@ def write_serve_config(cfg, path: str) -> str:
 
 COMMANDS = {
     "pipeline": (run_pipeline_command, "all stages in one run: extract -> train -> eval -> serve -> dpo"),
+    "labeller": (run_labeller_command, "gold / LLM-labelled turns -> feedback classifier (the fast labeller)"),
     "extract": (run_extract_command, "chat logs -> WildFB-style reward-model data set"),
     "train": (run_train_command, "data set -> ordinal reward model (Ray Train + DeepSpeed)"),
     "users-scaling": (run_users_scaling_command, "RMs trained on data from N distinct users -> performance curve"),

@@ -1,5 +1,6 @@
-"""``wildreward pipeline``: extract -> train -> eval -> serve -> (optional) online DPO as one run, one YAML with a
-section per stage (jobs/configs/pipeline_default.yaml includes the stage configs).
+"""``wildreward pipeline``: labeller -> extract -> train -> eval -> serve -> (optional) online DPO as one run, one
+YAML with a section per stage (jobs/configs/pipeline_default.yaml includes the stage configs). ``labeller`` trains
+the feedback classifier that extraction then labels with (``extract.annotator.backend: classifier``).
 
 The pipeline wires the stages together: each stage's inputs are the previous stages' outputs under
 ``output_dir`` (``<output_dir>/<stage>``), whatever the sections say about them. A stage whose outputs are
@@ -20,13 +21,14 @@ from wildreward import ray_compat as rc
 from wildreward.config import Section, save_config
 from wildreward.dpo.config import DPOConfig
 from wildreward.eval.config import EvalConfig
+from wildreward.extract.classifier import LabellerConfig
 from wildreward.extract.config import ExtractConfig
 from wildreward.serve.config import ServeConfig
 from wildreward.train.config import TrainConfig
 from wildreward.storage import Location, read_table
 
-STAGES = ("extract", "train", "eval", "serve", "dpo")
-Stage = Literal["extract", "train", "eval", "serve", "dpo"]
+STAGES = ("labeller", "extract", "train", "eval", "serve", "dpo")
+Stage = Literal["labeller", "extract", "train", "eval", "serve", "dpo"]
 
 
 class PipelineConfig(Section):
@@ -36,6 +38,7 @@ class PipelineConfig(Section):
         "Redo these stages from scratch, and every stage after them: their outputs (and the trainers' checkpoints) "
         "are deleted first."))
     keep_serving: bool = Field(False, description="Leave the RM deployed when the pipeline ends.")
+    labeller: LabellerConfig = LabellerConfig()
     extract: ExtractConfig = ExtractConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -46,6 +49,9 @@ class PipelineConfig(Section):
     def _check(self):
         if "dpo" in self.stages and "serve" not in self.stages:
             raise ValueError("dpo needs the serve stage (the policy is scored by the served RM)")
+        if "labeller" in self.stages and self.extract.annotator.backend != "classifier":
+            raise ValueError("the labeller stage trains a classifier for extract.annotator.backend=classifier; "
+                             f"the annotator is {self.extract.annotator.backend!r}")
         return self
 
 
@@ -54,6 +60,9 @@ def wire(cfg: PipelineConfig) -> PipelineConfig:
     out = Location.parse(cfg.output_dir)
     data = cfg.model_dump(mode="json")
     data["output_dir"] = str(out)
+    data["labeller"]["output_dir"] = str(out / "labeller")
+    if "labeller" in cfg.stages:
+        data["extract"]["annotator"]["classifier"]["model_dir"] = str(out / "labeller" / "model")
     data["extract"]["output_dir"] = str(out / "extract")
     data["train"].update(output_dir=str(out / "train"))
     data["train"]["data"].update(train=[str(out / "extract" / "train")], test=[str(out / "extract" / "test")])
@@ -67,7 +76,8 @@ def wire(cfg: PipelineConfig) -> PipelineConfig:
 
 def done_marker(stage: str, cfg: PipelineConfig) -> Location:
     out = Location.parse(cfg.output_dir)
-    return {"extract": out / "extract" / "stats.json", "train": out / "train" / "model" / "wildreward.json",
+    return {"labeller": out / "labeller" / "model" / "wildreward.json", "extract": out / "extract" / "stats.json",
+            "train": out / "train" / "model" / "wildreward.json",
             "eval": out / "eval" / "report.json", "dpo": out / "dpo" / "report.json",
             "serve": out / "serve" / "check.json"}[stage]
 
@@ -86,7 +96,7 @@ def clear_stage(stage: str, cfg: PipelineConfig) -> None:
     """Delete what a forced stage would otherwise reuse: its outputs and, for the trainers, the checkpoints of their
     run (Ray Train would resume the finished run and export the same model again)."""
     (Location.parse(cfg.output_dir) / stage).rmtree()
-    section = getattr(cfg, stage, None)
+    section = cfg.labeller.train if stage == "labeller" else getattr(cfg, stage, None)
     checkpoint = getattr(section, "checkpoint", None)
     if checkpoint is not None and checkpoint.storage_path:
         (Location.parse(checkpoint.storage_path) / checkpoint.name).rmtree()
@@ -113,6 +123,7 @@ def serve_and_check(cfg: PipelineConfig) -> dict[str, Any]:
 def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     from wildreward.dpo.pipeline import run_dpo
     from wildreward.eval.pipeline import run_eval
+    from wildreward.extract.classifier import run_labeller
     from wildreward.extract.pipeline import run_extract
     from wildreward.train.pipeline import run_train
 
@@ -120,7 +131,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict[str, Any]:
     out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "pipeline")
     rc.init_ray()
-    runners = {"extract": lambda: run_extract(cfg.extract), "train": lambda: run_train(cfg.train),
+    runners = {"labeller": lambda: run_labeller(cfg.labeller), "extract": lambda: run_extract(cfg.extract),
+               "train": lambda: run_train(cfg.train),
                "eval": lambda: run_eval(cfg.eval), "serve": lambda: serve_and_check(cfg),
                "dpo": lambda: run_dpo(cfg.dpo)}
     summary: dict[str, Any] = {"stages": {}}

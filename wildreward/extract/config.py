@@ -93,8 +93,6 @@ class AnnotatorConfig(Section):
     def _check_pool(self):
         if self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) > max_actors ({self.max_actors})")
-        if self.backend == "classifier" and not self.classifier.model_dir:
-            raise ValueError("annotator.backend=classifier needs annotator.classifier.model_dir")
         return self
 
 

@@ -343,6 +343,9 @@ def check_unique_conversations(stage_dir: Location, ids: pa.ChunkedArray) -> Non
 
 def run_extract(cfg: ExtractConfig) -> dict:
     """Run (or resume) the whole extraction stage; returns the stats also written to ``stats.json``."""
+    if cfg.annotator.backend == "classifier" and not cfg.annotator.classifier.model_dir:
+        raise ValueError("annotator.backend=classifier needs annotator.classifier.model_dir (a model trained by "
+                         "`wildreward labeller`)")
     out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "extract")
     rc.init_ray(object_store_fraction=cfg.object_store_fraction)
@@ -352,6 +355,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
     llm = cfg.annotator.model_dump(include={"backend", "mode", "model", "unclear_feedback", "temperature", "max_tokens",
                                             "max_field_chars", "engine_kwargs"})
     llm["extra_body"] = cfg.annotator.http.extra_body
+    if cfg.annotator.backend == "classifier":
+        llm["classifier"] = cfg.annotator.classifier.model_dump(exclude={"batch_size"})
     keys = {"read": fingerprint(cfg.read)}
     keys["turns"] = fingerprint(keys["read"], cfg.filters)
     keys["annotate"] = fingerprint(keys["turns"], llm)
@@ -397,9 +402,10 @@ def run_extract(cfg: ExtractConfig) -> dict:
         kept = rc.map_tables(rc.read_parquet(str(stages / "turns")), keep_null, column="drop_reason")
         redone = run_llm_stage(kept, d, AnnotateUDF, cfg.annotator, "error")
         check_unique(d, stats["turns"]["kept"], "annotate")
-        t = read_table(d, ["label", "error"])
+        t = read_table(d, ["label", "error", "annotation"])
+        unseen = pc.sum(pc.fill_null(pc.match_substring(t["annotation"], "unseen_language"), False)).as_py() or 0
         return {"annotated": t.num_rows, "annotated_this_run": redone, "errors": t.num_rows - t["error"].null_count,
-                "error_kinds": prefix_counts(t["error"]),
+                "error_kinds": prefix_counts(t["error"]), "unseen_language": unseen,
                 "labels": counts(t.filter(pc.is_null(t["error"])), "label"),
                 "backend": cfg.annotator.backend, "mode": cfg.annotator.mode, "model": cfg.annotator.model}
 
