@@ -72,12 +72,8 @@ def test_save_config_roundtrips_with_versions(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["mining"]["threshold"] == 0.55
 
 
-def test_rm_template_matches_paper_layout():
-    text = build_rm_text([], "What is 2+2?", "4.")
-    assert text.startswith("# Task Description")
-    assert (f"## Context (History)\n{NO_HISTORY}\n## User Query\nWhat is 2+2?\n"
-            "## Assistant Response\n4.\n# Output") in text
-    assert text.endswith("(1, 2, 3, 4, or 5).")
+def test_format_history_lines():
     hist = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
-    assert format_history(hist) == "user: hi\nassistant: hello"
-    assert "user: hi\nassistant: hello\n## User Query" in build_rm_text(hist, "q", "r")
+    assert format_history(hist) == "user: hi\nassistant: hello\n"
+    assert format_history([]) == NO_HISTORY
+    assert "user: hi\nassistant: hello\n\n\n## User Query" in build_rm_text(hist, "q", "r")

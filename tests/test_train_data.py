@@ -44,8 +44,8 @@ def n_plain(tokenizer, text: str) -> int:
 
 def split_text(text: str) -> tuple[str, str]:
     """RM text -> (query, response) as rendered."""
-    q = text.split("\n## User Query\n", 1)[1].split("\n## Assistant Response\n", 1)[0]
-    r = text.split("\n## Assistant Response\n", 1)[1]
+    q = text.split("\n\n## User Query\n", 1)[1].split("\n\n## Assistant Response\n", 1)[0]
+    r = text.split("\n\n## Assistant Response\n", 1)[1]
     assert r.endswith(TEMPLATE_FOOTER)
     return q, r[: -len(TEMPLATE_FOOTER)]
 

@@ -14,31 +14,35 @@ NO_HISTORY = "No previous context."
 TEMPLATE_HEADER = """# Task Description
 You are an expert conversation evaluator. Your task is to judge the **User's Satisfaction** with the Assistant's response based on the conversation context.
 Please rate the response on a scale of 1 to 5 integers.
+
 # Scoring Criteria
 [1] CLEARLY NEGATIVE / REJECTION
 [2] CORRECTION / ERROR POINTER (Negative)
 [3] NEUTRAL
 [4] POSITIVE ENGAGEMENT
 [5] CLEAR SATISFACTION
+
 # Input Data
 ## Context (History)
 """  # noqa: E501 (the paper's template, verbatim)
 
 TEMPLATE_FOOTER = """
+
 # Output
 Based on the criteria above, please output ONLY the integer score (1, 2, 3, 4, or 5)."""
 
 
 def format_history(history: Iterable[Mapping[str, str]] | None) -> str:
-    """``[{role, content}, ...]`` -> ``"role: content"`` lines; empty history -> the paper's placeholder."""
-    lines = [f"{m['role']}: {m['content']}" for m in (history or [])]
-    return "\n".join(lines) if lines else NO_HISTORY
+    """``[{role, content}, ...]`` -> one ``"role: content\\n"`` line per message (so the block ends with a newline,
+    as in the original's ``build_text``); empty history -> the paper's placeholder, without a newline."""
+    lines = "".join(f"{m['role']}: {m['content']}\n" for m in (history or []))
+    return lines or NO_HISTORY
 
 
 def build_rm_text(history: Iterable[Mapping[str, str]] | None, query: str, response: str) -> str:
-    """Render one (history, query, response) into the RM input text."""
-    return (TEMPLATE_HEADER + format_history(history) + "\n## User Query\n" + query
-            + "\n## Assistant Response\n" + response + TEMPLATE_FOOTER).strip()
+    """Render one (history, query, response) into the RM input text, character for character the original's."""
+    return (TEMPLATE_HEADER + format_history(history) + "\n\n## User Query\n" + query
+            + "\n\n## Assistant Response\n" + response + TEMPLATE_FOOTER).strip()
 
 
 # The feedback classifier's input (``model.input: feedback``): the user's next message first, so the tokenizer's
