@@ -41,10 +41,12 @@ def test_polarity_groups():
     assert [polarity(y) for y in range(1, 6)] == ["negative", "negative", "neutral", "positive", "positive"]
 
 
-def test_confident_label():
+def test_confident_label_decides_the_group_first():
     assert confident_label([0.1, 0.6, 0.1, 0.1, 0.1], 0.5) == 2
-    assert confident_label([0.3, 0.2, 0.2, 0.2, 0.1], 0.5) is None
-    assert confident_label([0.3, 0.2, 0.2, 0.2, 0.1], 0.0) == 1
+    # negative mass 0.45 beats neutral's 0.4 although 3 is the single most probable label
+    assert confident_label([0.2, 0.25, 0.4, 0.1, 0.05], 0.0) == 2
+    assert confident_label([0.05, 0.05, 0.4, 0.3, 0.2], 0.0) == 4
+    assert confident_label([0.2, 0.25, 0.4, 0.1, 0.05], 0.5) is None
 
 
 def test_f1_and_agreement_by_hand():

@@ -71,10 +71,19 @@ class KeywordLabeller:
 
 # ---------------------------------------------------------------- classifier and cascade
 
+GROUPS = ((0, 1), (2,), (3, 4))  # label indices of negative, neutral, positive
+
+
 def confident_label(probs: Sequence[float], min_confidence: float) -> int | None:
-    """The argmax label (1-based) when its probability reaches ``min_confidence``, else None (unsure)."""
-    best = int(np.argmax(probs))
-    return best + 1 if probs[best] >= min_confidence else None
+    """The label (1-5) of five class probabilities: first the most probable group (negative / neutral /
+    positive), then the most probable label in it; None (unsure) when that group's probability is under
+    ``min_confidence``. Deciding on groups first keeps a turn whose negative mass is split over 1 and 2 from
+    losing to a neutral class that holds less than their sum."""
+    mass = [sum(probs[i] for i in group) for group in GROUPS]
+    best = int(np.argmax(mass))
+    if mass[best] < min_confidence:
+        return None
+    return max(GROUPS[best], key=lambda i: probs[i]) + 1
 
 
 class ClassifierLabeller:
@@ -96,8 +105,9 @@ class ClassifierLabeller:
         for row, p in zip(rows, probs):
             label = confident_label(p, self.min_confidence)
             note = "" if not self.languages or row.get("language") in self.languages else " unseen_language"
+            confidence = max(sum(p[i] for i in group) for group in GROUPS)
             out.append({"label": label, "label_probs": list(map(float, p)),
-                        "annotation": f"classifier p={max(p):.3f}{note}", "error": None if label else UNSURE})
+                        "annotation": f"classifier p={confidence:.3f}{note}", "error": None if label else UNSURE})
         return out
 
 
