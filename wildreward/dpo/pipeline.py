@@ -145,7 +145,7 @@ def plot_curves(records: list[dict], path: Location) -> None:
 
 
 def write_report(out: Location, before: dict, after: dict, prompt_counts: dict, steps: int) -> dict[str, Any]:
-    from wildreward.train.loop import read_metrics
+    from wildreward.train.common import read_metrics
 
     records = read_metrics(out)
     train = [r for r in records if r["kind"] == "train"]

@@ -8,13 +8,8 @@ micro-batches the checkpoint already consumed and reproduces the uninterrupted r
 """
 from __future__ import annotations
 
-import json
 import math
-import random
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,99 +20,11 @@ from wildreward import ray_compat as rc
 from wildreward.ordinal import expected_rating, ordinal_metrics
 from wildreward.rm import build_model
 from wildreward.storage import Location
+from wildreward.train.common import (MetricsLog, all_reduce, checkpoint_and_report, gather_objects, peak_rss_mb,
+                                     restore_checkpoint, seed_all)
 from wildreward.train.config import TrainConfig
 from wildreward.train.data import collate, columns_for, encode_rows, group_by_length
 from wildreward.train.engine import build_rm_engine, train_micro_batch
-
-def all_reduce(values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        # NCCL reduces only CUDA tensors (Ray Train's GPU process group has no CPU backend).
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else t.device
-        t = t.to(device)
-        dist.all_reduce(t, op=op)
-    return t.tolist()
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def gather_objects(obj: Any) -> list[Any]:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        out: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(out, obj)
-        return out
-    return [obj]
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-
-
-class MetricsLog:
-    """Rank 0's metrics: ``metrics.jsonl`` (train and eval records), TensorBoard when installed, console lines.
-    On resume, records after the restored step are dropped so the file has no duplicate steps."""
-
-    def __init__(self, out_dir: Location, active: bool, resume_step: int):
-        self.active, self.path, self.tb = active, out_dir / "metrics.jsonl", None
-        self.lines: list[str] = []
-        if not active:
-            return
-        out_dir.mkdir()
-        if self.path.exists():
-            self.lines = [line for line in self.path.read_text().splitlines()
-                          if line.strip() and json.loads(line)["step"] <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in self.lines))
-        if not out_dir.is_local:  # TensorBoard event files need a local disk
-            return
-        for module in ("torch.utils.tensorboard", "tensorboardX"):
-            try:
-                writer = __import__(module, fromlist=["SummaryWriter"]).SummaryWriter
-                self.tb = writer(str(out_dir / "tensorboard"), purge_step=resume_step + 1)
-                break
-            except ImportError:
-                continue
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        if self.path.is_local:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        else:  # object stores cannot append: rewrite the (small) file
-            self.lines.append(json.dumps(record))
-            self.path.write_text("".join(line + "\n" for line in self.lines))
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch") and math.isfinite(value):
-                    self.tb.add_scalar(f"{record['kind']}/{key}", value, record["step"])
-            self.tb.flush()
-
-    def say(self, msg: str) -> None:
-        if self.active:  # not print(): Ray Train patches it and the line would reach the driver twice
-            sys.stdout.write(f"[train] {msg}\n")
-            sys.stdout.flush()
-
-
-def read_metrics(out_dir: str | Path | Location) -> list[dict[str, Any]]:
-    """The records a :class:`MetricsLog` wrote to ``out_dir``."""
-    text = (Location.parse(out_dir) / "metrics.jsonl").read_text()
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def resume_state(saved: dict[str, Any], plan: dict[str, Any], name: str) -> dict[str, int]:
@@ -185,119 +92,163 @@ class Validation:
         return metrics
 
 
-def train_loop(config: dict[str, Any]) -> None:
-    cfg = TrainConfig.model_validate(config["cfg"])
-    train_rows, test_rows = config["train_rows"], config["test_rows"]
-    out_dir = Location.parse(cfg.output_dir)
-    rank, world = rc.train_rank()
-    seed_all(cfg.seed)
-    model, tok = build_model(cfg.model.backbone, cfg.model.head, cfg.model.num_levels, dropout=cfg.model.dropout,
-                             trust_remote_code=cfg.model.trust_remote_code)
-    if cfg.model.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable()
-    mb, accum = cfg.batch.micro_batch_size, cfg.grad_accum
-    window_rows = cfg.batch.length_group_size * mb
-    steps_per_epoch, total_steps = config["steps_per_epoch"], config["total_steps"]
-    device = rc.train_device()
-    engine = build_rm_engine(model, cfg, total_steps, device)
-    pos_weight = None if config["pos_weight"] is None else torch.tensor(config["pos_weight"], device=device)
-
-    state = {"step": 0, "epoch": 0, "micro_in_epoch": 0}
-    # What a saved position (step, micro-batch) means; a checkpoint made under another plan cannot be resumed.
-    plan = {"train_rows": train_rows, "workers": world, "micro_batch_size": mb, "grad_accum": accum,
-            "length_group_size": cfg.batch.length_group_size, "seed": cfg.seed, "total_steps": total_steps}
-    with rc.restored_checkpoint() as ckpt:
-        if ckpt is not None:
-            state = resume_state(engine.load(ckpt), plan, cfg.checkpoint.name)  # loads once: optimizer state too
-            rng_file = ckpt / "rng" / f"rank{rank}.pt"
-            if rng_file.exists():
-                _set_rng_state(torch.load(rng_file, weights_only=False))
-    log = MetricsLog(out_dir, rank == 0, state["step"])
-    if state["step"]:
-        log.say(f"resumed from step {state['step']} (epoch {state['epoch'] + 1}, "
-                f"micro-batch {state['micro_in_epoch']})")
-    log.say(f"{train_rows} rows, {world} workers x micro-batch {mb} x accumulation {accum} = global batch "
-            f"{cfg.batch.global_batch_size}; {steps_per_epoch} steps/epoch, {total_steps} steps total")
-    validation = (Validation(cfg, tok, held_out_rows(rank, world, columns_for(cfg.model.input)), rank, world,
-                             test_rows) if test_rows else None)
-    if state["step"] >= total_steps:
-        return
-
-    def checkpoint(metrics: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.save(Path(tmp), {**state, "plan": plan})
-            (Path(tmp) / "rng").mkdir(exist_ok=True)
-            torch.save(_rng_state(), Path(tmp) / "rng" / f"rank{rank}.pt")
-            if dist.is_initialized():
-                dist.barrier()
-            rc.report(metrics, checkpoint_dir=tmp)
-
-    shard = rc.train_shard("train")
-    acc = np.zeros(6)  # loss*rows, rows, real tokens, padded tokens, truncated, response cut
-    t_start = t_last = time.perf_counter()
-    start_step = state["step"]
-    for epoch in range(state["epoch"], cfg.epochs):
-        skip = state["micro_in_epoch"] if epoch == state["epoch"] else 0
-        micro = 0
-        epoch_micro = steps_per_epoch * accum  # trailing micro-batches that cannot fill a step are not trained
-        for window, table in enumerate(shard.iter_batches(batch_size=window_rows, batch_format="pyarrow")):
-            n_micro = math.ceil(table.num_rows / mb)
-            if micro + n_micro <= skip or micro >= epoch_micro:  # consumed before the checkpoint / leftover
-                micro += n_micro
-                continue
-            rows = table.select(list(columns_for(cfg.model.input))).to_pylist()
-            examples = encode_rows(rows, tok, cfg.model.max_length, cfg.model.truncation, cfg.model.input)
-            rng = np.random.default_rng([cfg.seed, epoch, window])
-            for idx in group_by_length([len(e["input_ids"]) for e in examples], mb, rng):
-                if micro < skip or micro >= epoch_micro:
-                    micro += 1
-                    continue
+def epoch_micro_batches(shard, cfg: TrainConfig, tok, epoch: int, skip: int, limit: int):
+    """This rank's micro-batches of ``epoch``, as (micro-batches consumed after it, batch, rows). Read in windows
+    of ``length_group_size`` micro-batches, each grouped by length with a generator seeded by (seed, epoch, window).
+    The first ``skip`` (consumed before the checkpoint) and those from ``limit`` on (trailing micro-batches that
+    cannot fill a step) are passed over, whole windows of them without tokenising; the shard is read to its end."""
+    mb = cfg.batch.micro_batch_size
+    micro = 0
+    windows = shard.iter_batches(batch_size=cfg.batch.length_group_size * mb, batch_format="pyarrow")
+    for window, table in enumerate(windows):
+        n_micro = math.ceil(table.num_rows / mb)
+        if micro + n_micro <= skip or micro >= limit:
+            micro += n_micro
+            continue
+        rows = table.select(list(columns_for(cfg.model.input))).to_pylist()
+        examples = encode_rows(rows, tok, cfg.model.max_length, cfg.model.truncation, cfg.model.input)
+        rng = np.random.default_rng([cfg.seed, epoch, window])
+        for idx in group_by_length([len(e["input_ids"]) for e in examples], mb, rng):
+            micro += 1
+            if skip < micro <= limit:
                 batch = collate([examples[i] for i in idx], tok.pad_token_id, cfg.batch.pad_to_multiple_of)
-                if not acc[1]:
-                    lr = engine.lr()  # the rate this optimizer step uses (the scheduler advances after it)
-                loss, boundary = train_micro_batch(engine, batch, pos_weight)
-                micro += 1
-                n = len(idx)
-                acc += [loss * n, n, batch["real_tokens"], batch["padded_tokens"], batch["truncated"],
-                        batch["response_cut"]]
-                if not boundary:
-                    continue
-                state.update(step=state["step"] + 1, epoch=epoch, micro_in_epoch=micro)
-                step = state["step"]
-                loss_sum, rows, real, padded, trunc, cut = all_reduce(acc.tolist())
-                (peak_rss,) = all_reduce([peak_rss_mb()], dist.ReduceOp.MAX)
-                acc[:] = 0
-                now = time.perf_counter()
-                record = {"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss_sum / rows,
-                          "lr": lr, "samples_per_s": rows / (now - t_last),
-                          "tokens_per_s": real / (now - t_last), "padding_efficiency": real / padded,
-                          "truncation_rate": trunc / rows, "response_cut_rate": cut / rows,
-                          "max_worker_peak_rss_mb": peak_rss}
-                t_last = now
-                log.write(record)
-                if step % cfg.log_every_steps == 0 or step == total_steps:
-                    eta = (now - t_start) / (step - start_step) * (total_steps - step)
-                    log.say(f"step {step}/{total_steps} epoch {epoch + 1} loss {record['loss']:.4f} "
-                            f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s "
-                            f"{record['tokens_per_s']:.0f} tok/s pad-eff {record['padding_efficiency']:.2f} "
-                            f"trunc {record['truncation_rate']:.1%} eta {eta:.0f}s")
-                if cfg.fail_once_at_step == step and rank == min(1, world - 1):
-                    marker = (Location.parse(config["storage_path"]) / cfg.checkpoint.name
-                              / f".fault_injected_step{step}")
-                    if not marker.exists():
-                        marker.touch()
-                        raise RuntimeError(f"injected failure at step {step} on rank {rank} (fail_once_at_step)")
-                final = step == total_steps
-                metrics: dict[str, Any] = {"step": step, "loss": record["loss"]}
-                if validation and (final or (cfg.eval_every_steps and step % cfg.eval_every_steps == 0)):
-                    result = validation.run(engine, final, out_dir)
-                    if result:
-                        log.write({"kind": "eval", "step": step, **result})
-                        log.say("eval step {}: ".format(step) + " ".join(
-                            f"{k} {v:.4f}" for k, v in result.items() if k != "n"))
-                        metrics.update({f"eval_{k}": v for k, v in result.items()})
-                if final or step % cfg.checkpoint.every_steps == 0:
-                    checkpoint(metrics)
-                if final:
-                    return
-        state.update(epoch=epoch + 1, micro_in_epoch=0)
+                yield micro, batch, len(idx)
+
+
+class StepMeter:
+    """What the micro-batches of one optimizer step add up to, summed over the ranks into the step's train record;
+    the learning rate is the one the step uses, read before its first micro-batch."""
+
+    def __init__(self, start_step: int):
+        self.acc = np.zeros(6)  # loss*rows, rows, real tokens, padded tokens, truncated, response cut
+        self.lr, self.start_step = 0.0, start_step
+        self.t_start = self.t_last = time.perf_counter()
+
+    def before(self, engine) -> None:
+        if not self.acc[1]:
+            self.lr = engine.lr()  # the rate this optimizer step uses (the scheduler advances after it)
+
+    def add(self, loss: float, n: int, batch: dict[str, Any]) -> None:
+        self.acc += [loss * n, n, batch["real_tokens"], batch["padded_tokens"], batch["truncated"],
+                     batch["response_cut"]]
+
+    def record(self, step: int, epoch: int) -> dict[str, Any]:
+        loss_sum, rows, real, padded, trunc, cut = all_reduce(self.acc.tolist())
+        (peak_rss,) = all_reduce([peak_rss_mb()], dist.ReduceOp.MAX)
+        self.acc[:] = 0
+        now = time.perf_counter()
+        record = {"kind": "train", "step": step, "epoch": epoch + 1, "loss": loss_sum / rows,
+                  "lr": self.lr, "samples_per_s": rows / (now - self.t_last),
+                  "tokens_per_s": real / (now - self.t_last), "padding_efficiency": real / padded,
+                  "truncation_rate": trunc / rows, "response_cut_rate": cut / rows,
+                  "max_worker_peak_rss_mb": peak_rss}
+        self.t_last = now
+        return record
+
+    def eta(self, step: int, total_steps: int) -> float:
+        return (self.t_last - self.t_start) / (step - self.start_step) * (total_steps - step)
+
+
+def progress_line(record: dict[str, Any], total_steps: int, eta: float) -> str:
+    return (f"step {record['step']}/{total_steps} epoch {record['epoch']} loss {record['loss']:.4f} "
+            f"lr {record['lr']:.2e} {record['samples_per_s']:.1f} samples/s "
+            f"{record['tokens_per_s']:.0f} tok/s pad-eff {record['padding_efficiency']:.2f} "
+            f"trunc {record['truncation_rate']:.1%} eta {eta:.0f}s")
+
+
+class RMTrainer:
+    """One worker's share of a training run: model and engine, the position in the data (``state``: step, epoch,
+    micro-batches consumed in that epoch), the metrics log and this rank's slice of the held-out set."""
+
+    def __init__(self, config: dict[str, Any]):
+        cfg = self.cfg = TrainConfig.model_validate(config["cfg"])
+        self.config, self.out_dir, self.total_steps = config, Location.parse(cfg.output_dir), config["total_steps"]
+        self.rank, self.world = rc.train_rank()
+        seed_all(cfg.seed)
+        model, self.tok = build_model(cfg.model.backbone, cfg.model.head, cfg.model.num_levels,
+                                      dropout=cfg.model.dropout, trust_remote_code=cfg.model.trust_remote_code)
+        if cfg.model.gradient_checkpointing:
+            model.backbone.gradient_checkpointing_enable()
+        device = rc.train_device()
+        self.engine = build_rm_engine(model, cfg, self.total_steps, device)
+        self.pos_weight = None if config["pos_weight"] is None else torch.tensor(config["pos_weight"], device=device)
+        # What a saved position (step, micro-batch) means; a checkpoint made under another plan cannot be resumed.
+        self.plan = {"train_rows": config["train_rows"], "workers": self.world,
+                     "micro_batch_size": cfg.batch.micro_batch_size, "grad_accum": cfg.grad_accum,
+                     "length_group_size": cfg.batch.length_group_size, "seed": cfg.seed,
+                     "total_steps": self.total_steps}
+        saved = restore_checkpoint(self.engine, self.rank)
+        self.state = ({"step": 0, "epoch": 0, "micro_in_epoch": 0} if saved is None
+                      else resume_state(saved, self.plan, cfg.checkpoint.name))
+        self.log = MetricsLog(self.out_dir, self.rank == 0, self.state["step"])
+        self.announce()
+        self.validation = (Validation(cfg, self.tok, held_out_rows(self.rank, self.world, columns_for(cfg.model.input)),
+                                      self.rank, self.world, config["test_rows"]) if config["test_rows"] else None)
+
+    def announce(self) -> None:
+        cfg, state = self.cfg, self.state
+        if state["step"]:
+            self.log.say(f"resumed from step {state['step']} (epoch {state['epoch'] + 1}, "
+                         f"micro-batch {state['micro_in_epoch']})")
+        self.log.say(f"{self.config['train_rows']} rows, {self.world} workers x micro-batch "
+                     f"{cfg.batch.micro_batch_size} x accumulation {cfg.grad_accum} = global batch "
+                     f"{cfg.batch.global_batch_size}; {self.config['steps_per_epoch']} steps/epoch, "
+                     f"{self.total_steps} steps total")
+
+    def run(self) -> None:
+        """From ``state`` to the last step: each micro-batch through the engine, and after each optimizer step
+        its record, evaluation and checkpoint (:meth:`end_step`)."""
+        state, shard = self.state, rc.train_shard("train")
+        meter = StepMeter(state["step"])
+        epoch_micro = self.config["steps_per_epoch"] * self.cfg.grad_accum  # whole steps only
+        for epoch in range(state["epoch"], self.cfg.epochs):
+            skip = state["micro_in_epoch"] if epoch == state["epoch"] else 0
+            for micro, batch, n in epoch_micro_batches(shard, self.cfg, self.tok, epoch, skip, epoch_micro):
+                meter.before(self.engine)
+                loss, boundary = train_micro_batch(self.engine, batch, self.pos_weight)
+                meter.add(loss, n, batch)
+                if boundary:
+                    state.update(step=state["step"] + 1, epoch=epoch, micro_in_epoch=micro)
+                    if self.end_step(meter.record(state["step"], epoch), meter):
+                        return
+            state.update(epoch=epoch + 1, micro_in_epoch=0)
+
+    def end_step(self, record: dict[str, Any], meter: StepMeter) -> bool:
+        """After an optimizer step: its record and console line, the injected failure, evaluation and checkpoint
+        when due. True after the last step."""
+        cfg, step = self.cfg, record["step"]
+        self.log.write(record)
+        if step % cfg.log_every_steps == 0 or step == self.total_steps:
+            self.log.say(progress_line(record, self.total_steps, meter.eta(step, self.total_steps)))
+        self.inject_failure(step)
+        final = step == self.total_steps
+        metrics: dict[str, Any] = {"step": step, "loss": record["loss"]}
+        if self.validation and (final or (cfg.eval_every_steps and step % cfg.eval_every_steps == 0)):
+            metrics.update(self.evaluate(step, final))
+        if final or step % cfg.checkpoint.every_steps == 0:
+            checkpoint_and_report(self.engine, {**self.state, "plan": self.plan}, metrics, self.rank)
+        return final
+
+    def inject_failure(self, step: int) -> None:
+        """``fail_once_at_step``: one rank raises at that step, once per run name (a marker file remembers)."""
+        if self.cfg.fail_once_at_step == step and self.rank == min(1, self.world - 1):
+            run_dir = Location.parse(self.config["storage_path"]) / self.cfg.checkpoint.name
+            marker = run_dir / f".fault_injected_step{step}"
+            if not marker.exists():
+                marker.touch()
+                raise RuntimeError(f"injected failure at step {step} on rank {self.rank} (fail_once_at_step)")
+
+    def evaluate(self, step: int, final: bool) -> dict[str, float]:
+        """The held-out metrics (rank 0 logs them), as ``eval_*`` entries of the step's report."""
+        result = self.validation.run(self.engine, final, self.out_dir)
+        if not result:
+            return {}
+        self.log.write({"kind": "eval", "step": step, **result})
+        self.log.say("eval step {}: ".format(step) + " ".join(f"{k} {v:.4f}" for k, v in result.items() if k != "n"))
+        return {f"eval_{k}": v for k, v in result.items()}
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    trainer = RMTrainer(config)
+    if trainer.state["step"] < trainer.total_steps:
+        trainer.run()

@@ -202,7 +202,7 @@ def fit_satisfaction_calibration(reward: np.ndarray, label: np.ndarray, num_leve
 
 def write_report(out: Location) -> dict[str, Any]:
     """metrics.jsonl -> metrics.csv, eval.json and curves.png."""
-    from wildreward.train.loop import read_metrics
+    from wildreward.train.common import read_metrics
 
     records = read_metrics(out)
     train = [r for r in records if r["kind"] == "train"]
