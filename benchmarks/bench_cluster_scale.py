@@ -165,10 +165,9 @@ def run_nodes(nodes: int, input_file: Path, args, stub, encoder: str) -> dict:
 
 
 def plot(sizes: list[dict], nodes: list[dict], path: Path) -> None:
-    import matplotlib
+    from wildreward.plots import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     if sizes:

@@ -25,14 +25,15 @@ from wildreward.dpo.pairs import final_answer
 from wildreward.dpo.prompts import load_prompts, prompts_from_chatlogs
 from wildreward.dpo.rollout import RolloutEngine
 from wildreward.dpo.scoring import score_samples
+from wildreward.logs import stage_logger
 from wildreward.models import resolve_model
+from wildreward.plots import pyplot
 from wildreward.storage import Location, save_png
 
 EVAL_SAMPLES = 2  # responses per held-out prompt in the before/after evaluation
 
 
-def log(msg: str) -> None:
-    print(f"[dpo] {msg}", flush=True)
+log = stage_logger("dpo")
 
 
 def load_all_prompts(cfg: DPOConfig, tokenizer) -> tuple[list[dict], dict[str, int]]:
@@ -109,10 +110,7 @@ def export_policy(checkpoint_dir: Path, cfg: DPOConfig, target: Path) -> None:
 
 
 def plot_curves(records: list[dict], path: Location) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(("reward_mean", "chosen_reward", "rejected_reward"), "RM reward (all / chosen / rejected)"),
               (("loss",), "DPO loss"), (("reward_accuracy",), "implicit reward accuracy"),

@@ -22,6 +22,7 @@ from wildreward.eval.benchmarks import default_path, flatten_rm_bench, load_benc
 from wildreward.eval.config import EvalConfig
 from wildreward.eval.score import (Scored, check_model_dir, deduplicate, length_scores, random_scores,
                                    score_examples)
+from wildreward.logs import stage_logger
 from wildreward.storage import Location, read_table
 
 CONSISTENCY_COLUMNS = ("id", "history", "query", "response", "label")
@@ -31,8 +32,7 @@ CALIBRATION_NOTE = ("On RM-Bench normal pairs (chosen and rejected in the same s
                     "measures calibration, not accuracy: a coin-flip scorer is calibrated at 0.5.")
 
 
-def log(msg: str) -> None:
-    print(f"[eval] {msg}", flush=True)
+log = stage_logger("eval")
 
 
 def seeded_subset(records: list, max_n: int | None, seed: int, name: str) -> list:

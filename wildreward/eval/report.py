@@ -12,6 +12,7 @@ import numpy as np
 
 from wildreward.eval.metrics import (accuracy_at_coverage, pairwise_accuracy, platt_calibration, rm_bench_accuracy,
                                      roc_auc, threshold_accuracy)
+from wildreward.plots import pyplot
 from wildreward.storage import Location, save_png
 
 # Subsets pooled into named groups (LLMBar: RewardBench's Chat-Hard split into its natural and adversarial parts).
@@ -240,15 +241,6 @@ def write_markdown(report: dict, path: Location) -> None:
         lines += ["## Scoring errors (examples left out)", ""]
         lines += [f"- {s}: {n} x `{msg}`" for s, errs in errors.items() for msg, n in errs.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_threshold_accuracy(curves: dict[str, list[dict]], confident: dict[str, list[dict]], n_pairs: int,

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from wildreward import ray_compat as rc
 from wildreward.config import Section, load_config, save_config
+from wildreward.plots import pyplot
 from wildreward.storage import Location, read_table, save_png
 
 
@@ -134,10 +135,7 @@ def summarize(results: list[dict], metric: str) -> list[dict]:
 
 
 def plot_curve(curves: dict[str, list[dict]], path: Location, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for ax, (metric, curve) in zip(axes[0], curves.items()):

@@ -23,14 +23,15 @@ import pyarrow.compute as pc
 
 from wildreward import ray_compat as rc
 from wildreward.config import save_config
+from wildreward.logs import stage_logger
+from wildreward.plots import pyplot
 from wildreward.storage import Location, save_png
 from wildreward.train.config import TrainConfig
 
 BAD_ROW_EXAMPLES = 5
 
 
-def log(msg: str) -> None:
-    print(f"[train] {msg}", flush=True)
+log = stage_logger("train")
 
 
 def order_key_udf(table: pa.Table, seed: int) -> pa.Table:
@@ -219,10 +220,7 @@ def write_report(out: Location) -> dict[str, Any]:
 
 
 def plot_curves(train: list[dict], evals: list[dict], path: Location) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [("loss", "train loss"), ("lr", "learning rate"), ("samples_per_s", "samples/s"),
               ("padding_efficiency", "padding efficiency")]
