@@ -49,6 +49,23 @@ def test_confident_label_decides_the_group_first():
     assert confident_label([0.2, 0.25, 0.4, 0.1, 0.05], 0.5) is None
 
 
+def test_thresholds_let_a_rare_group_win():
+    probs = [0.2, 0.15, 0.6, 0.03, 0.02]  # negative 0.35 loses the argmax to neutral
+    assert confident_label(probs, 0.0) == 3
+    assert confident_label(probs, 0.0, {"negative": 0.3, "positive": 0.5}) == 1
+    assert confident_label([0.05, 0.05, 0.6, 0.25, 0.05], 0.0, {"negative": 0.3, "positive": 0.25}) == 4
+
+
+def test_tune_thresholds_by_hand():
+    from wildreward.extract.labellers import tune_thresholds
+
+    # P(negative) ranks the two negatives first; the best cut is at 0.3 (F1 1.0)
+    probs = [[0.2, 0.2, 0.6, 0, 0], [0.1, 0.2, 0.7, 0, 0], [0.1, 0.1, 0.8, 0, 0], [0, 0.05, 0.55, 0.4, 0]]
+    out = tune_thresholds(probs, [2, 1, 3, 4])
+    assert out["negative"] == pytest.approx(0.3) and out["dev_negative_f1"] == pytest.approx(1.0)
+    assert out["positive"] == pytest.approx(0.4) and out["dev_positive_f1"] == pytest.approx(1.0)
+
+
 def test_f1_and_agreement_by_hand():
     pred = [1, 2, 3, 3, 5, None]
     gold = [2, 3, 3, 1, 4, 3]

@@ -8,6 +8,7 @@ that is orders of magnitude faster than the teacher.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ class LabellerConfig(Section):
     distill_from: list[str] = Field(default_factory=list, description=(
         "Annotate-stage Parquet folders of extraction runs (<output_dir>/stages/annotate): their labelled rows "
         "are added, so the classifier learns the LLM annotator's labels."))
+    decision_folds: int = Field(2, ge=0, description=(
+        "Cross-fitting folds on the training rows (by conversation) whose out-of-fold probabilities tune the "
+        "negative / positive thresholds the labeller decides with; 0: the most probable group wins. Each fold "
+        "is one more training run."))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig.model_validate(
         {"model": {"input": "feedback", "num_levels": 5}, "checkpoint": {"name": "feedback-classifier"}}))
 
@@ -42,6 +47,8 @@ class LabellerConfig(Section):
             raise ValueError("labeller.train needs model.input=feedback and model.num_levels=5")
         if not self.use_gold_dev and not self.distill_from:
             raise ValueError("no training rows: set use_gold_dev or distill_from")
+        if self.decision_folds == 1:
+            raise ValueError("decision_folds must be 0 (argmax) or at least 2")
         return self
 
 
@@ -59,32 +66,64 @@ def distilled_rows(paths: list[str]) -> pa.Table:
     return table.filter(pc.and_(pc.is_null(table["error"]), pc.is_valid(table["label"]))).select(list(COLUMNS))
 
 
-def run_labeller(cfg: LabellerConfig) -> dict[str, Any]:
-    """Gold dev (+ distilled rows) -> Parquet under ``output_dir/data`` -> ``wildreward train``."""
+def train_on(cfg: LabellerConfig, table: pa.Table, out: Location, run_name: str) -> dict[str, Any]:
+    """``wildreward train`` of the classifier on ``table`` (written to ``out/data``) into ``out``."""
     import pyarrow.parquet as pq
 
-    from wildreward.rm import META_FILE
     from wildreward.train.pipeline import run_train
+
+    data_dir = out / "data"
+    data_dir.mkdir()
+    with data_dir.local_folder() as local:
+        pq.write_table(table, Path(local) / "train.parquet")
+    train = cfg.train.model_copy(update={
+        "output_dir": str(out), "checkpoint": cfg.train.checkpoint.model_copy(update={"name": run_name}),
+        "data": cfg.train.data.model_copy(update={"train": [str(data_dir / "train.parquet")], "test": []})})
+    return run_train(train)
+
+
+def fold_of(conversation_id: str, folds: int) -> int:
+    return int(hashlib.sha256(f"labeller-fold:{conversation_id}".encode()).hexdigest()[:8], 16) % folds
+
+
+def cross_fit_thresholds(cfg: LabellerConfig, table: pa.Table, out: Location) -> dict[str, Any]:
+    """Train on all folds but one, predict that one; tune the decision thresholds on the out-of-fold
+    probabilities of every training row."""
+    from wildreward.extract.labellers import tune_thresholds
+    from wildreward.rm import RewardModel
+
+    rows = table.to_pylist()
+    folds = [fold_of(r["id"].rsplit("_turn", 1)[0], cfg.decision_folds) for r in rows]
+    probs: list = [None] * len(rows)
+    for k in range(cfg.decision_folds):
+        held = [i for i, f in enumerate(folds) if f == k]
+        keep = pa.array([f != k for f in folds])
+        summary = train_on(cfg, table.filter(keep), out / "folds" / str(k), f"{cfg.train.checkpoint.name}-fold{k}")
+        model = RewardModel(summary["model_dir"])
+        for i, p in zip(held, model.level_probs([rows[i] for i in held])):
+            probs[i] = p
+    return tune_thresholds(probs, [r["label"] for r in rows])
+
+
+def run_labeller(cfg: LabellerConfig) -> dict[str, Any]:
+    """Gold dev (+ distilled rows) -> decision thresholds by cross-fitting -> ``wildreward train`` on all rows."""
+    from wildreward.rm import META_FILE
 
     out = Location.parse(cfg.output_dir)
     save_config(cfg, out, "labeller")
-    data_dir = out / "data"
-    data_dir.mkdir()
     parts = []
     if cfg.use_gold_dev:
         parts.append(pa.Table.from_pylist(gold_rows(cfg)))
     if cfg.distill_from:
         parts.append(distilled_rows(cfg.distill_from))
     table = pa.concat_tables([p.select(list(COLUMNS)) for p in parts], promote_options="permissive")
-    with data_dir.local_folder() as local:
-        pq.write_table(table, Path(local) / "train.parquet")
-    train = cfg.train.model_copy(update={"output_dir": str(out), "data": cfg.train.data.model_copy(
-        update={"train": [str(data_dir / "train.parquet")], "test": []})})
-    summary = run_train(train)
+    decision = cross_fit_thresholds(cfg, table, out) if cfg.decision_folds > 1 else None
+    summary = train_on(cfg, table, out, cfg.train.checkpoint.name)
     # The labeller flags rows in other languages (see ClassifierLabeller): record what it was trained on.
     languages = sorted({lang for lang in table["language"].to_pylist() if lang})
     meta_file = Location.parse(summary["model_dir"]) / META_FILE
-    meta = json.loads(meta_file.read_text())
-    meta_file.write_text(json.dumps({**meta, "train_languages": languages}, indent=2) + "\n")
-    summary.update(training_rows=table.num_rows, train_languages=languages)
+    meta = json.loads(meta_file.read_text()) | {"train_languages": languages, "decision": decision}
+    meta_file.write_text(json.dumps(meta, indent=2) + "\n")
+    save_config(cfg, out, "labeller")  # again: the final training wrote its own config.yaml here
+    summary.update(training_rows=table.num_rows, train_languages=languages, decision=decision)
     return summary

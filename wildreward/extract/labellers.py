@@ -74,16 +74,42 @@ class KeywordLabeller:
 GROUPS = ((0, 1), (2,), (3, 4))  # label indices of negative, neutral, positive
 
 
-def confident_label(probs: Sequence[float], min_confidence: float) -> int | None:
-    """The label (1-5) of five class probabilities: first the most probable group (negative / neutral /
-    positive), then the most probable label in it; None (unsure) when that group's probability is under
-    ``min_confidence``. Deciding on groups first keeps a turn whose negative mass is split over 1 and 2 from
-    losing to a neutral class that holds less than their sum."""
+def confident_label(probs: Sequence[float], min_confidence: float,
+                    thresholds: dict[str, float] | None = None) -> int | None:
+    """The label (1-5) of five class probabilities: first the group (negative / neutral / positive), then the most
+    probable label in it; None (unsure) when the most probable group's probability is under ``min_confidence``.
+
+    Without ``thresholds`` the group is the most probable one. With them (``{"negative": t, "positive": t}``,
+    tuned on held-out dev predictions by ``tune_thresholds``) a turn is negative when P(negative) reaches its
+    threshold, else positive when P(positive) reaches its, else neutral: a rare group's probability seldom wins
+    an argmax against the 86% neutral class even when it ranks turns well."""
     mass = [sum(probs[i] for i in group) for group in GROUPS]
-    best = int(np.argmax(mass))
-    if mass[best] < min_confidence:
+    if max(mass) < min_confidence:
         return None
+    if thresholds is None:
+        best = int(np.argmax(mass))
+    else:
+        best = 0 if mass[0] >= thresholds["negative"] else 2 if mass[2] >= thresholds["positive"] else 1
     return max(GROUPS[best], key=lambda i: probs[i]) + 1
+
+
+def best_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) maximising the F1 of ``scores >= threshold`` against ``positive``."""
+    best = (1.0, 0.0)
+    for t in np.unique(scores):
+        value = f1(scores >= t, positive)
+        if value > best[1]:
+            best = (float(t), value)
+    return best
+
+
+def tune_thresholds(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> dict:
+    """Group thresholds from out-of-fold class probabilities on labelled dev rows (never test)."""
+    grouped = group_probs(probs)
+    labels = np.asarray(labels)
+    t_neg, f1_neg = best_threshold(grouped[:, 0], labels <= 2)
+    t_pos, f1_pos = best_threshold(grouped[:, 2], labels >= 4)
+    return {"negative": t_neg, "positive": t_pos, "dev_negative_f1": f1_neg, "dev_positive_f1": f1_pos}
 
 
 class ClassifierLabeller:
@@ -97,13 +123,14 @@ class ClassifierLabeller:
             raise ValueError(f"{model_dir} is not a feedback classifier (train it with model.input=feedback, "
                              "model.num_levels=5)")
         self.languages = set(self.model.meta.get("train_languages") or [])
+        self.thresholds = self.model.meta.get("decision")
         self.min_confidence, self.batch_size = min_confidence, batch_size
 
     def __call__(self, rows: list[dict]) -> list[dict]:
         probs = self.model.level_probs(rows, batch_size=self.batch_size)
         out = []
         for row, p in zip(rows, probs):
-            label = confident_label(p, self.min_confidence)
+            label = confident_label(p, self.min_confidence, self.thresholds)
             note = "" if not self.languages or row.get("language") in self.languages else " unseen_language"
             confidence = max(sum(p[i] for i in group) for group in GROUPS)
             out.append({"label": label, "label_probs": list(map(float, p)),
