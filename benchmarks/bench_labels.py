@@ -131,10 +131,9 @@ def cascade_curve(classifier: dict, llm: dict, gold: dict, ids: list[str]) -> li
 
 
 def plot_cascade(points: list[dict], teacher_f1: float | None, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from wildreward.plots import pyplot
 
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.plot([p["llm_calls"] for p in points], [p["negative_f1"] for p in points], "o-", label="cascade")
     if teacher_f1 is not None:

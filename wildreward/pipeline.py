@@ -23,6 +23,7 @@ from wildreward.dpo.config import DPOConfig
 from wildreward.eval.config import EvalConfig
 from wildreward.extract.classifier import LabellerConfig
 from wildreward.extract.config import ExtractConfig
+from wildreward.logs import stage_logger
 from wildreward.serve.config import ServeConfig
 from wildreward.train.config import TrainConfig
 from wildreward.storage import Location, read_table
@@ -82,8 +83,7 @@ def done_marker(stage: str, cfg: PipelineConfig) -> Location:
             "serve": out / "serve" / "check.json"}[stage]
 
 
-def log(msg: str) -> None:
-    print(f"[pipeline] {msg}", flush=True)
+log = stage_logger("pipeline")
 
 
 def forced_stages(force: list[str]) -> list[str]:

@@ -27,6 +27,7 @@ from wildreward.extract import schema
 from wildreward.extract.backends import UNAVAILABLE
 from wildreward.extract.config import AnnotatorConfig, ExtractConfig, FilterConfig, ReadConfig, RefusalConfig
 from wildreward.extract.report import write_report
+from wildreward.logs import stage_logger
 from wildreward.storage import Location, read_table
 from wildreward.template import build_rm_text
 
@@ -35,8 +36,7 @@ UDF_BATCH_ROWS = 1024  # rows per call of the row-wise Python UDFs (their memory
 TALLY = "_tally"  # read stage: each read task's own count of the rows it made, checked against the rows written
 
 
-def log(msg: str) -> None:
-    print(f"[extract] {msg}", flush=True)
+log = stage_logger("extract")
 
 
 # ---------------------------------------------------------------- Ray Data UDFs (run in workers)
