@@ -72,13 +72,13 @@ def cached_predictions(name: str, model: str, turns: list[dict], cache: Path, ma
     return {t["id"]: done[t["id"]] for t in turns[:max_rows] if t["id"] in done}
 
 
-def train_classifier(chatlogs: str, work: Path, overrides: list[str]) -> Path:
-    """The main job's feedback classifier (jobs/configs/labeller_default.yaml: MiniLM on gold dev, Ray Train)."""
+def train_classifier(chatlogs: str, out: Path, overrides: list[str]) -> Path:
+    """A feedback classifier as the main job makes it (jobs/configs/labeller_default.yaml, gold dev only)."""
     from wildreward.config import load_config
     from wildreward.extract.classifier import LabellerConfig, run_labeller
 
     cfg = load_config(LabellerConfig, "jobs/configs/labeller_default.yaml",
-                      [f"output_dir={work / 'labeller'}", f"chatlogs_dir={Path(chatlogs).resolve()}", *overrides])
+                      [f"output_dir={out}", f"chatlogs_dir={Path(chatlogs).resolve()}", *overrides])
     return Path(run_labeller(cfg)["model_dir"])
 
 
@@ -177,6 +177,7 @@ def main() -> None:
     ap.add_argument("--only", choices=sorted(LLMS), help="only fill this LLM's cache, then stop")
     ap.add_argument("--skip", nargs="*", default=[], help="labellers to leave out")
     ap.add_argument("--labeller", nargs="*", default=[], help="overrides of jobs/configs/labeller_default.yaml")
+    ap.add_argument("--finetune", action="store_true", help="also the fine-tuned classifier (Ray Train, slow)")
     ap.add_argument("--speed-rows", type=int, default=8, help="rows each LLM is timed on, alone, after loading")
     ap.add_argument("--keep-outputs", action="store_true")
     args = ap.parse_args()
@@ -201,8 +202,12 @@ def main() -> None:
                 speed[name] = measure_speed(llm_labeller(model, 4), uniform[:args.speed_rows])
     work = Path(tempfile.mkdtemp(prefix="bench_labels_"))
     if "classifier" not in args.skip:
-        model_dir = train_classifier(args.chatlogs, work, args.labeller)
+        model_dir = train_classifier(args.chatlogs, work / "probe", args.labeller)
         preds["classifier"], speed["classifier"] = classifier_predictions(model_dir, uniform)
+    if args.finetune:
+        model_dir = train_classifier(args.chatlogs, work / "finetune",
+                                     ["kind=finetune", "decision_folds=2", *args.labeller])
+        preds["finetuned"], speed["finetuned"] = classifier_predictions(model_dir, uniform)
 
     # Scoring: the only place test labels are read.
     gold = {r["id"]: r for r in read_gold() if r["split"] == "test"}

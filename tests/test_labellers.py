@@ -198,3 +198,50 @@ def test_gold_joins_the_sources_and_hides_test_labels(chatlogs):
     assert len(test) == sum(r["split"] == "test" for r in read_gold())
     assert all("label" not in t and "reason" not in t and t["feedback"] for t in test)
     assert all(digest(t["feedback"]) == t["feedback_sha"] for t in test)
+
+
+# ---- the probe ------------------------------------------------------------------------------------------------
+
+def test_probe_fit_and_probs_cover_all_five_levels():
+    import numpy as np
+
+    from wildreward.extract.probe import fit_probe, probe_probs
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4))
+    y = np.where(x[:, 0] > 0.5, 2, np.where(x[:, 1] > 0.5, 5, 3))  # levels 1 and 4 never occur
+    coef, intercept = fit_probe(x, y, 1.0)
+    p = probe_probs(x, coef, intercept)
+    assert p.shape == (60, 5) and np.allclose(p.sum(1), 1)
+    assert np.all(p[:, 0] == 0) and np.all(p[:, 3] == 0)
+    assert np.mean(p.argmax(1) + 1 == y) > 0.8
+    two = fit_probe(x, np.where(x[:, 0] > 0, 2, 3), 1.0)  # sklearn keeps a single row for two classes
+    assert np.mean(probe_probs(x, *two).argmax(1) + 1 == np.where(x[:, 0] > 0, 2, 3)) > 0.8
+
+
+def test_probe_round_trips_without_pickle(tmp_path):
+    import numpy as np
+
+    from wildreward.extract.probe import load_probe, save_probe
+
+    save_probe(tmp_path, np.ones((5, 3)), np.array([0, 1, -np.inf, 2, 3]))
+    coef, intercept = load_probe(tmp_path)
+    assert coef.shape == (5, 3) and np.isneginf(intercept[2])
+
+
+@pytest.mark.slow
+def test_probe_labeller_learns_from_gold_dev(chatlogs, tmp_path):
+    """Trained on gold dev only; its out-of-fold negative F1 (held-out conversations) beats the majority class's
+    0, and the saved labeller labels turns, flagging a language it never saw."""
+    from wildreward.extract.classifier import LabellerConfig, run_labeller
+    from wildreward.extract.labellers import ClassifierLabeller
+
+    meta = run_labeller(LabellerConfig(output_dir=str(tmp_path), chatlogs_dir=str(chatlogs)))
+    assert meta["kind"] == "probe" and meta["training_rows"] == sum(r["split"] == "dev" for r in read_gold())
+    assert meta["decision"]["dev_negative_f1"] > 0.4 and meta["decision"]["dev_positive_f1"] > 0.4
+    labeller = ClassifierLabeller(meta["model_dir"])
+    out = labeller([{"feedback": "This is wrong, you didn't answer my question at all.", "language": "en"},
+                    {"feedback": "Thanks a lot, that solved it!", "language": "en"},
+                    {"feedback": "Was ist die Hauptstadt von Frankreich?", "language": "de"}])
+    assert [r["label"] <= 2 for r in out[:1]] == [True] and out[1]["label"] >= 4
+    assert "unseen_language" in out[2]["annotation"] and "unseen_language" not in out[0]["annotation"]

@@ -29,7 +29,7 @@ def test_the_labeller_stage_feeds_the_classifier_to_extraction(tmp_path):
         "extract": {"annotator": {"backend": "classifier", "classifier": {"model_dir": "/elsewhere"}}}}))
     assert cfg.extract.annotator.classifier.model_dir == str(tmp_path / "labeller" / "model")
     assert cfg.labeller.output_dir == str(tmp_path / "labeller")
-    assert done_marker("labeller", cfg).path.endswith("labeller/model/wildreward.json")
+    assert done_marker("labeller", cfg).path.endswith("labeller/model/labeller.json")
     with pytest.raises(ValueError, match="labeller stage trains a classifier"):
         PipelineConfig.model_validate({"stages": ["labeller", "extract"]})
 
@@ -40,8 +40,9 @@ def test_the_labeller_config_refuses_a_reward_model_setup():
     from wildreward.extract.classifier import LabellerConfig
 
     assert LabellerConfig().train.model.input == "feedback"
+    LabellerConfig.model_validate({"train": {"model": {"input": "rm"}}})  # the probe does not use it
     with pytest.raises(ValueError, match="model.input=feedback"):
-        LabellerConfig.model_validate({"train": {"model": {"input": "rm"}}})
+        LabellerConfig.model_validate({"kind": "finetune", "train": {"model": {"input": "rm"}}})
     with pytest.raises(ValueError, match="no training rows"):
         LabellerConfig.model_validate({"use_gold_dev": False, "train": {"model": {"input": "feedback",
                                                                                   "num_levels": 5}}})

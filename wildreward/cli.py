@@ -40,7 +40,7 @@ def run_labeller_command(args: argparse.Namespace) -> int:
 
     cfg = load_config(LabellerConfig, args.config, args.overrides)
     summary = run_labeller(cfg)
-    print(f"feedback classifier trained on {summary['training_rows']} rows: {summary['model_dir']}")
+    print(f"{summary['kind']} feedback classifier trained on {summary['training_rows']} rows: {summary['model_dir']}")
     return 0
 
 

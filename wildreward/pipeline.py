@@ -77,7 +77,7 @@ def wire(cfg: PipelineConfig) -> PipelineConfig:
 
 def done_marker(stage: str, cfg: PipelineConfig) -> Location:
     out = Location.parse(cfg.output_dir)
-    return {"labeller": out / "labeller" / "model" / "wildreward.json", "extract": out / "extract" / "stats.json",
+    return {"labeller": out / "labeller" / "model" / "labeller.json", "extract": out / "extract" / "stats.json",
             "train": out / "train" / "model" / "wildreward.json",
             "eval": out / "eval" / "report.json", "dpo": out / "dpo" / "report.json",
             "serve": out / "serve" / "check.json"}[stage]

@@ -113,21 +113,40 @@ def tune_thresholds(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> 
 
 
 class ClassifierLabeller:
-    """A trained feedback classifier (``wildreward.rm.RewardModel`` over ``model.input: feedback``)."""
+    """A feedback classifier made by ``wildreward labeller``: a probe or a fine-tuned model (``labeller.json``
+    says which), deciding with the thresholds tuned there."""
 
     def __init__(self, model_dir: str, min_confidence: float = 0.0, batch_size: int = 64):
-        from wildreward.rm import RewardModel
+        import json
 
-        self.model = RewardModel(model_dir)
-        if self.model.meta.get("input") != "feedback" or self.model.meta.get("num_levels") != 5:
-            raise ValueError(f"{model_dir} is not a feedback classifier (train it with model.input=feedback, "
-                             "model.num_levels=5)")
-        self.languages = set(self.model.meta.get("train_languages") or [])
-        self.thresholds = self.model.meta.get("decision")
-        self.min_confidence, self.batch_size = min_confidence, batch_size
+        from wildreward.storage import fetch_dir
+
+        path = fetch_dir(model_dir)  # a URI (s3://...) is copied to this node's cache first
+        meta_file = path / "labeller.json"
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{model_dir} is not a feedback classifier (no labeller.json): make one with "
+                                    "`wildreward labeller`")
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        if meta["kind"] == "probe":
+            from wildreward.extract.mine import SimilarityScorer
+            from wildreward.extract.probe import load_probe, probe_features, probe_probs
+            from wildreward.models import resolve_model
+
+            encode = SimilarityScorer(resolve_model(meta["encoder"])).encode
+            coef, intercept = load_probe(path)
+            self.probs = lambda rows: probe_probs(probe_features(encode, rows, meta["feedback_chars"]), coef,
+                                                  intercept).tolist()
+        else:
+            from wildreward.rm import RewardModel
+
+            model = RewardModel(path)
+            self.probs = lambda rows: model.level_probs(rows, batch_size=batch_size)
+        self.languages = set(meta.get("train_languages") or [])
+        self.thresholds = meta.get("decision")
+        self.min_confidence = min_confidence
 
     def __call__(self, rows: list[dict]) -> list[dict]:
-        probs = self.model.level_probs(rows, batch_size=self.batch_size)
+        probs = self.probs(rows)
         out = []
         for row, p in zip(rows, probs):
             label = confident_label(p, self.min_confidence, self.thresholds)
