@@ -1,6 +1,6 @@
 """bench_labels: every feedback labeller against the gold test split, in one run (issue 20).
 
-    python benchmarks/bench_labels.py --chatlogs ../shared/data/chatlogs --llm-rows 378
+    python benchmarks/bench_labels.py --chatlogs ../shared/data/chatlogs --qwen-rows 378
 
 Labellers: keyword rules; SmolLM2-135M and Qwen2.5-Coder-1.5B prompted with the paper's rubric (hf backend,
 constrained); a MiniLM feedback classifier trained on gold dev with the project's Ray Train path; and the cascade
@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import remove_work_dir, write_results  # noqa: E402
-from wildreward.eval.metrics import expected_calibration_error  # noqa: E402
+from wildreward.eval.metrics import expected_calibration_error, roc_auc  # noqa: E402
 from wildreward.extract.gold import load_gold, read_gold  # noqa: E402
 from wildreward.extract.labellers import (KeywordLabeller, agreement, bootstrap_interval,  # noqa: E402
                                           group_probs)
@@ -113,6 +113,8 @@ def summarise(preds: dict, gold: dict, ids: list[str], turns_per_s: float | None
         neg, pos = np.array([y <= 2 for y in true]), np.array([y >= 4 for y in true])
         row["ece_negative"] = expected_calibration_error(grouped[:, 0], neg)
         row["ece_positive"] = expected_calibration_error(grouped[:, 2], pos)
+        # ranking quality of P(negative), whatever the decision rule: an LLM's argmax can fail where this holds
+        row["auc_negative"] = roc_auc(grouped[:, 0], neg) if 0 < neg.sum() < len(neg) else float("nan")
     return row
 
 
@@ -154,13 +156,14 @@ def markdown(rows: dict, meta: dict, curve: list[dict]) -> str:
     lines = [f"Gold test, uniformly drawn part: {meta['uniform_test']} turns (gold classes {meta['gold_classes']}). "
              "Figures with 95% bootstrap intervals; `n` is the rows the labeller was run on (LLMs on a "
              "fixed random prefix), `unlabelled` the rows it left without a label.", "",
-             "| labeller | n | unlabelled | 3-way acc | negative F1 | positive F1 | ECE neg | turns/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| labeller | n | unlabelled | 3-way acc | negative F1 | positive F1 | AUC neg | ECE neg | turns/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in rows.items():
         ece = f"{row['ece_negative']:.3f}" if "ece_negative" in row else "-"
+        auc = f"{row['auc_negative']:.3f}" if "auc_negative" in row else "-"
         speed = f"{row['turns_per_s']:.3g}" if row.get("turns_per_s") else "-"
         lines.append(f"| {name} | {row['n']} | {row['unlabelled']} | {cell(row, 'accuracy3')} | "
-                     f"{cell(row, 'negative_f1')} | {cell(row, 'positive_f1')} | {ece} | {speed} |")
+                     f"{cell(row, 'negative_f1')} | {cell(row, 'positive_f1')} | {auc} | {ece} | {speed} |")
     if curve:
         lines += ["", "Cascade (classifier first, its least confident rows to Qwen), on the rows Qwen labelled:", "",
                   "| LLM calls | share | negative F1 | 3-way acc |", "|---|---|---|---|"]
@@ -173,7 +176,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--chatlogs", default="../shared/data/chatlogs")
     ap.add_argument("--cache", default="benchmarks/results/bench_labels_llm_cache.jsonl")
-    ap.add_argument("--llm-rows", type=int, default=378, help="uniform test rows each LLM labels (a prefix)")
+    ap.add_argument("--llm-rows", type=int, default=378, help="uniform test rows SmolLM2 labels (a prefix)")
+    ap.add_argument("--qwen-rows", type=int, default=378, help="uniform test rows Qwen labels (a prefix)")
     ap.add_argument("--only", choices=sorted(LLMS), help="only fill this LLM's cache, then stop")
     ap.add_argument("--skip", nargs="*", default=[], help="labellers to leave out")
     ap.add_argument("--labeller", nargs="*", default=[], help="overrides of jobs/configs/labeller_default.yaml")
@@ -188,7 +192,8 @@ def main() -> None:
     cache = Path(args.cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
     if args.only:
-        cached_predictions(args.only, LLMS[args.only], uniform, cache, args.llm_rows, 4)
+        rows = args.qwen_rows if args.only == "qwen" else args.llm_rows
+        cached_predictions(args.only, LLMS[args.only], uniform, cache, rows, 4)
         return
 
     preds, speed = {}, {}
@@ -197,7 +202,8 @@ def main() -> None:
     speed["keyword"] = len(uniform) / (time.perf_counter() - t0)
     for name, model in LLMS.items():
         if name not in args.skip:
-            preds[name] = cached_predictions(name, model, uniform, cache, args.llm_rows, 4)
+            rows = args.qwen_rows if name == "qwen" else args.llm_rows
+            preds[name] = cached_predictions(name, model, uniform, cache, rows, 4)
             if args.speed_rows:  # the cache's timings were taken on a shared machine; time a few rows alone
                 speed[name] = measure_speed(llm_labeller(model, 4), uniform[:args.speed_rows])
     work = Path(tempfile.mkdtemp(prefix="bench_labels_"))
