@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,6 +45,11 @@ def init_ray(num_cpus: int | None = None, object_store_fraction: float | None = 
     ctx = ray.data.DataContext.get_current()
     # Actor-pool stages log one line per block otherwise; progress bars carry the information.
     ctx.enable_progress_bars = True
+    # In a job's log (stdout is no terminal) Ray Data writes every operator's state every 10 s, most of a run's
+    # log; keep each dataset's total, once a minute. WILDREWARD_DATA_PROGRESS=full brings the full dump back.
+    full = os.environ.get("WILDREWARD_DATA_PROGRESS") == "full"
+    ctx.enable_operator_progress_bars = full or sys.stdout.isatty()
+    os.environ.setdefault("RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL", "10" if full else "60")
     # A task buffers its output up to one block before handing it on; at the default 128 MiB, a row-wise UDF whose
     # output outgrows its input (final_udf adds the RM text) made the 500k-turn peak (1.3 GB over its tasks).
     ctx.target_max_block_size = 32 * 2**20
