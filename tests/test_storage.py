@@ -216,10 +216,10 @@ def test_extract_then_train_write_everything_to_s3(s3, s3_ray, tmp_path, tiny_be
 
     scaling = run_users_scaling(UsersScalingConfig(
         output_dir=f"s3://{BUCKET}/run/users", train_data=[f"s3://{BUCKET}/run/extract/train"],
-        test_data=[f"s3://{BUCKET}/run/extract/test"], user_key="conversation_id", n_examples=8, user_counts=[4],
+        test_data=[f"s3://{BUCKET}/run/extract/test"], user_key="conversation_id", n_examples=4, user_counts=[4],
         seeds=[0], train_overrides=[f"model.backbone={tiny_bert}", "model.max_length=256", "dist.num_workers=1",
-                                    "dist.strategy=ddp", "batch.global_batch_size=8", "batch.micro_batch_size=8",
-                                    "max_steps=1"]))
+                                    "dist.strategy=ddp", "batch.global_batch_size=4", "batch.micro_batch_size=4",
+                                    "max_steps=1"]))  # 4 users always hold 4 rows, whatever the stub's labels
     (point,) = scaling["points"]
     assert point["model_dir"] == f"s3://{BUCKET}/run/users/points/users4_seed0/train_out/model"
     assert point["consistency_auc"] is None or 0 <= point["consistency_auc"] <= 1
