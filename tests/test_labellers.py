@@ -6,7 +6,7 @@ import pytest
 from wildreward.extract.config import AnnotatorConfig
 from wildreward.extract.gold import GOLD_FILE, digest, read_gold, sample_gold, split_of
 from wildreward.extract.labellers import (UNSURE, CascadeLabeller, KeywordLabeller, agreement, bootstrap_interval,
-                                          confident_label, f1, group_probs, keyword_label, polarity)
+                                          confident_label, f1, group_of, group_probs, keyword_label)
 from wildreward.template import FEEDBACK_CHARS, build_feedback_text
 
 
@@ -37,8 +37,8 @@ def test_keyword_labeller_rows():
     assert all(r["error"] is None for r in out)
 
 
-def test_polarity_groups():
-    assert [polarity(y) for y in range(1, 6)] == ["negative", "negative", "neutral", "positive", "positive"]
+def test_groups_of_the_five_categories():
+    assert [group_of(y) for y in range(1, 6)] == [0, 0, 1, 2, 2]
 
 
 def test_confident_label_decides_the_group_first():

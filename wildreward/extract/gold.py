@@ -12,7 +12,7 @@ import json
 import random
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from wildreward.extract.config import FilterConfig, ReadConfig
 from wildreward.extract.filters import filter_reason
@@ -47,17 +47,19 @@ def source_paths(chatlogs_dir: str | Path) -> list[str]:
     return [SHAREGPT] + [str(Path(chatlogs_dir) / name) for name in CHATLOGS]
 
 
+def source_turns(chatlogs_dir: str | Path) -> Iterator[dict]:
+    """Every turn of the gold sources' well-formed conversations, read as the extraction stage reads them."""
+    read_cfg = ReadConfig(paths=source_paths(chatlogs_dir))
+    for spec in plan_read_tasks(read_cfg):
+        for conv in read_task(spec, read_cfg):
+            if conv["quarantine_reason"] is None:
+                yield from extract_turns(conv)
+
+
 def candidate_turns(chatlogs_dir: str | Path, filters: FilterConfig | None = None) -> list[dict]:
     """Every turn of the gold sources that the default rule filters keep (what an annotator is asked to label)."""
     filters = filters or FilterConfig()
-    read_cfg = ReadConfig(paths=source_paths(chatlogs_dir))
-    turns = []
-    for spec in plan_read_tasks(read_cfg):
-        for conv in read_task(spec, read_cfg):
-            if conv["quarantine_reason"] is not None:
-                continue
-            turns += [t for t in extract_turns(conv) if filter_reason(t, filters) is None]
-    return turns
+    return [t for t in source_turns(chatlogs_dir) if filter_reason(t, filters) is None]
 
 
 def sample_gold(turns: list[dict], n_uniform: int, n_enriched: int, seed: int = 0) -> list[dict]:
@@ -92,12 +94,7 @@ def load_gold(chatlogs_dir: str | Path, splits: Iterable[str] = ("dev",), path: 
     """
     splits = set(splits)
     records = {r["id"]: r for r in read_gold(path) if r["split"] in splits}
-    found = {}
-    read_cfg = ReadConfig(paths=source_paths(chatlogs_dir))
-    for spec in plan_read_tasks(read_cfg):
-        for conv in read_task(spec, read_cfg):
-            if conv["quarantine_reason"] is None:
-                found.update({t["id"]: t for t in extract_turns(conv) if t["id"] in records})
+    found = {t["id"]: t for t in source_turns(chatlogs_dir) if t["id"] in records}
     missing = sorted(set(records) - set(found))
     if missing:
         raise ValueError(f"{len(missing)} gold turns are not in the sources under {chatlogs_dir}: {missing[:3]}")

@@ -1,8 +1,8 @@
 """Feedback labellers besides the LLM prompt, and the figures that compare any labeller with gold labels.
 
 - ``KeywordLabeller``: phrases in the user's next message (the baseline every learned labeller must beat).
-- ``ClassifierLabeller``: a small trained classifier (``wildreward train`` with ``model.input: feedback``);
-  a row whose top class probability is under ``min_confidence`` is unsure.
+- ``ClassifierLabeller``: the classifier ``wildreward labeller`` trains (a probe or a fine-tuned encoder);
+  a row whose most probable group (negative / neutral / positive) is under ``min_confidence`` is unsure.
 - ``CascadeLabeller``: the classifier first, its unsure rows to an LLM annotator while ``llm_budget`` calls
   last; an unsure row past the budget stays unlabelled, with the error ``unsure``.
 
@@ -17,12 +17,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 UNSURE = "unsure"
-NEGATIVE, NEUTRAL, POSITIVE = "negative", "neutral", "positive"
+GROUPS = ((0, 1), (2,), (3, 4))  # label indices of negative, neutral, positive
 
 
-def polarity(label: int) -> str:
-    """The paper's five categories in three groups: 1-2 negative, 3 neutral, 4-5 positive."""
-    return NEGATIVE if label <= 2 else NEUTRAL if label == 3 else POSITIVE
+def group_of(label: int) -> int:
+    """The paper's five categories in three groups: 0 negative (1-2), 1 neutral (3), 2 positive (4-5)."""
+    return next(g for g, members in enumerate(GROUPS) if label - 1 in members)
+
+
+def group_mass(probs: Sequence[float]) -> list[float]:
+    """Five class probabilities -> the probability of each group."""
+    return [sum(probs[i] for i in members) for members in GROUPS]
 
 
 # ---------------------------------------------------------------- keyword baseline
@@ -71,9 +76,6 @@ class KeywordLabeller:
 
 # ---------------------------------------------------------------- classifier and cascade
 
-GROUPS = ((0, 1), (2,), (3, 4))  # label indices of negative, neutral, positive
-
-
 def confident_label(probs: Sequence[float], min_confidence: float,
                     thresholds: dict[str, float] | None = None) -> int | None:
     """The label (1-5) of five class probabilities: first the group (negative / neutral / positive), then the most
@@ -83,7 +85,7 @@ def confident_label(probs: Sequence[float], min_confidence: float,
     tuned on held-out dev predictions by ``tune_thresholds``) a turn is negative when P(negative) reaches its
     threshold, else positive when P(positive) reaches its, else neutral: a rare group's probability seldom wins
     an argmax against the 86% neutral class even when it ranks turns well."""
-    mass = [sum(probs[i] for i in group) for group in GROUPS]
+    mass = group_mass(probs)
     if max(mass) < min_confidence:
         return None
     if thresholds is None:
@@ -94,13 +96,18 @@ def confident_label(probs: Sequence[float], min_confidence: float,
 
 
 def best_threshold(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
-    """(threshold, F1) maximising the F1 of ``scores >= threshold`` against ``positive``."""
-    best = (1.0, 0.0)
-    for t in np.unique(scores):
-        value = f1(scores >= t, positive)
-        if value > best[1]:
-            best = (float(t), value)
-    return best
+    """(threshold, F1) maximising the F1 of ``scores >= threshold`` against ``positive``; one sort, so it stays
+    cheap for the tens of thousands of rows a distilled labeller is tuned on. Ties go to the lowest threshold."""
+    scores, positive = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], np.cumsum(positive[order])
+    last = np.r_[ranked[1:] != ranked[:-1], True]  # predicting every row down to this one = scores >= ranked[i]
+    thresholds, tp = ranked[last], hits[last]
+    f1s = 2 * tp / (np.flatnonzero(last) + 1 + positive.sum())
+    if not len(f1s) or f1s.max() <= 0:
+        return 1.0, 0.0
+    best = len(f1s) - 1 - int(np.argmax(f1s[::-1]))  # thresholds descend: the last maximum is the lowest
+    return float(thresholds[best]), float(f1s[best])
 
 
 def tune_thresholds(probs: Sequence[Sequence[float]], labels: Sequence[int]) -> dict:
@@ -151,7 +158,7 @@ class ClassifierLabeller:
         for row, p in zip(rows, probs):
             label = confident_label(p, self.min_confidence, self.thresholds)
             note = "" if not self.languages or row.get("language") in self.languages else " unseen_language"
-            confidence = max(sum(p[i] for i in group) for group in GROUPS)
+            confidence = max(group_mass(p))
             out.append({"label": label, "label_probs": list(map(float, p)),
                         "annotation": f"classifier p={confidence:.3f}{note}", "error": None if label else UNSURE})
         return out
@@ -218,7 +225,7 @@ def agreement(pred: Sequence[int | None], gold: Sequence[int]) -> dict:
     out = {"n": len(gold), "labelled": len(keep), "unlabelled": len(gold) - len(keep)}
     if not keep:
         return out | {k: float("nan") for k in ("accuracy3", "accuracy5", "negative_f1", "positive_f1")}
-    group = np.vectorize(lambda x: 0 if x <= 2 else 1 if x == 3 else 2)
+    group = np.vectorize(group_of)
     return out | {"accuracy3": float(np.mean(group(p) == group(g))), "accuracy5": float(np.mean(p == g)),
                   "negative_f1": f1(p <= 2, g <= 2), "positive_f1": f1(p >= 4, g >= 4)}
 
