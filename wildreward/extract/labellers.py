@@ -251,5 +251,5 @@ def bootstrap_interval(pred: Sequence[int | None], gold: Sequence[int], key: str
 def group_probs(probs: Sequence[Sequence[float]]) -> np.ndarray:
     """Five class probabilities -> (negative, neutral, positive) probabilities, renormalised."""
     p = np.asarray(probs, dtype=float)
-    grouped = np.stack([p[:, 0] + p[:, 1], p[:, 2], p[:, 3] + p[:, 4]], axis=1)
+    grouped = np.stack([p[:, list(members)].sum(axis=1) for members in GROUPS], axis=1)
     return grouped / grouped.sum(axis=1, keepdims=True)
