@@ -193,3 +193,33 @@ def test_quarantine_follows_the_read_config(tmp_path, monkeypatch, ray_local):
             assert not (out / "quarantine").exists()
         else:
             assert sorted(read_table(out / "quarantine")["conversation_id"].to_pylist()) == ids
+
+
+def test_a_neutral_turn_is_rescued_by_a_next_turn_the_filters_drop(tmp_path, ray_local):
+    """Mining before the rule filters, as in the original scripts: "And in Python?" answers the first turn
+    neutrally and is the second turn's query, three words, so the second turn is no training row; its feedback
+    ("Thanks, ...") still rescues the first. Filtering first lost such turns; the control conversation's next
+    turn passes the filters, so both orders rescue it."""
+    import json
+
+    answer = "You can call the reverse method on the array, which changes it in place and returns it."
+    follow_ups = {"short": "And in Python?", "control": "And how would I do the same thing in Python?"}
+    with open(tmp_path / "logs.jsonl", "w") as fh:
+        for name, follow_up in follow_ups.items():
+            messages = ["How do I reverse a list in JavaScript quickly?", answer, follow_up, answer,
+                        "Thanks, that works perfectly now.", answer]
+            fh.write(json.dumps({"conversation_id": name, "language": "en", "conversation": [
+                {"role": "user" if i % 2 == 0 else "assistant", "content": m} for i, m in enumerate(messages)]}) + "\n")
+    stats = run_extract(load_config(ExtractConfig, None, [
+        f"output_dir={tmp_path / 'run'}", f"read.paths=[{tmp_path / 'logs.jsonl'}]", "annotator.backend=keyword",
+        "refusal.enabled=false", "mining.threshold=-1", "mining.num_cpus=0.5", "split.test_size=0"]))
+
+    assert stats["turns"]["dropped"]["short_query"] == 1 and stats["turns"]["kept"] == 3
+    assert stats["annotate"]["labels"] == {"3": 2, "5": 1}
+    assert stats["lookahead"]["annotated"] == 1 and stats["lookahead"]["labels"] == {"5": 1}
+    assert stats["final"]["mined"] == 2 and stats["final"]["mined_via_dropped"] == 1
+    assert all(stats["reconciled"].values())
+    rows = {r["id"]: r for r in read_table(tmp_path / "run" / "train").to_pylist()}
+    assert set(rows) == {"short_turn0", "control_turn0", "control_turn1"}  # the 3-word turn is not trained on
+    assert rows["short_turn0"]["mined_from"] == "short_turn1" and rows["short_turn0"]["label"] == 3
+    assert rows["control_turn0"]["mined_from"] == "control_turn1"

@@ -5,12 +5,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from wildreward.extract import schema
-from wildreward.extract.pipeline import TALLY, read_stats, write_tally
+from wildreward.extract.pipeline import read_stats
+from wildreward.extract.udfs import TALLY, write_tally
 from wildreward.storage import Location
 
 
 def test_drop_unavailable_keeps_every_other_row(tmp_path):
-    from wildreward.extract.pipeline import drop_unavailable
+    from wildreward.extract.resume import drop_unavailable
 
     def part(name, errors):
         pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(len(errors))], "error": errors}),

@@ -5,7 +5,10 @@ import random
 import pytest
 
 from tests.conftest import CHATLOGS
-from wildreward.extract.mine import SimilarityScorer, find_mining_candidates, resolve_mining, score_pairwise
+from wildreward.extract.config import FilterConfig
+from wildreward.extract.filters import filter_reason
+from wildreward.extract.mine import (SimilarityScorer, find_mining_candidates, following_ids, lends_label,
+                                     mined_only_through, resolve_mining, score_pairwise)
 from wildreward.models import resolve_model
 
 WILDCHAT = CHATLOGS / "wildchat_sample.jsonl"
@@ -109,6 +112,50 @@ def test_resolution_input_errors():
         resolve_mining([cand("x", 1)], [], 0.6, "paper")
     with pytest.raises(ValueError, match="mined_label"):
         resolve_mining([cand("x", 1)], [0.9], 0.6, "future")
+
+
+# ---------------------------------------------------------------- filters after mining (the original's order)
+
+def full_turn(**changes):
+    words = "please explain how the quick sort algorithm picks its pivot element"
+    base = {"id": "c_turn1", "conversation_id": "c", "turn_index": 1, "language": "en",
+            "history": [{"role": "user", "content": words}, {"role": "assistant", "content": words}],
+            "query": words, "response": words, "feedback": "thanks, that works"}
+    return {**base, **changes}
+
+
+def test_a_turn_dropped_as_a_training_row_still_lends_its_label():
+    """The neutral turn's feedback is the next turn's query: "and in Python?" is too short to train on, but its
+    own feedback ("thanks") is what rescues the turn before it (08.split.py filters after 05's mining)."""
+    cfg = FilterConfig()
+    short_query = full_turn(query="And in Python?")
+    assert filter_reason(short_query, cfg) == "short_query" and lends_label(short_query, cfg)
+    for lender in (full_turn(response="Sure."), full_turn(query="draw me a cat in the style of Monet please"),
+                   full_turn(history=[{"role": "user", "content": "x"}] * 22),
+                   full_turn(query="mail me at someone@example.com with the whole answer please")):
+        assert filter_reason(lender, cfg) is not None and lends_label(lender, cfg)
+    # The rules the original applied before mining (03.gen_train.py), and what leaves nothing to annotate.
+    for kept_out in (full_turn(language="fr"), full_turn(feedback="  "), full_turn(query="x " * 5000)):
+        assert not lends_label(kept_out, cfg)
+    # history_too_long comes first in RULES, but the 4,096-word cap behind it still applies before mining
+    long_history = full_turn(history=[{"role": "user", "content": "word " * 300}] * 22)
+    assert filter_reason(long_history, cfg) == "history_too_long" and not lends_label(long_history, cfg)
+
+
+def test_following_ids():
+    import pyarrow as pa
+
+    neutral = pa.table({"conversation_id": ["a", "b", "a"], "turn_index": [0, 4, 1]})
+    assert sorted(following_ids(neutral, 2).to_pylist()) == ["a_turn1", "a_turn2", "a_turn3", "b_turn5", "b_turn6"]
+    assert following_ids(neutral.slice(0, 0), 2).to_pylist() == []
+
+
+def test_mined_only_through_the_given_futures():
+    candidates = [cand("x", 1), cand("x", 2), cand("y", 1), cand("z", 1), cand("w", 1)]
+    sims = [0.9, 0.8, 0.9, 0.9, 0.1]
+    # x has a kept future at offset 2 too; z is gated only through a dropped turn; w fails the gate anyway
+    assert mined_only_through(candidates, sims, 0.5, {"x+1", "z+1", "w+1"}) == {"z"}
+    assert mined_only_through(candidates, sims, 0.5, set()) == set()
 
 
 # ---------------------------------------------------------------- similarity (real MiniLM)

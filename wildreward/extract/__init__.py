@@ -1,6 +1,7 @@
 """Stage 1: chat logs -> WildFB-style reward-model data set (paper §1).
 
-Modules, in pipeline order (``pipeline.py`` wires them together on Ray Data; everything else is plain Python):
+Modules, in pipeline order (``pipeline.py`` lists the stages, ``udfs.py`` holds their Ray Data UDFs, ``resume.py``
+the config-keyed stage folders and the resumable LLM passes; everything else is plain Python):
 
 - ``read``     chat-log files -> normalised conversations, malformed input quarantined with a reason
 - ``turns``    conversation -> (history, query, response, feedback) turns; language detection
@@ -8,7 +9,7 @@ Modules, in pipeline order (``pipeline.py`` wires them together on Ray Data; eve
 - ``backends`` LLM backends for annotation: vLLM engine, OpenAI-compatible HTTP, transformers
 - ``annotate`` the 5-category feedback prompt, ``[[n]]`` parsing, the refusal judge
 - ``refine``   refusal screening/validation and the {1,2,4,5} -> {1..4} label mapping
-- ``mine``     implicit-feedback (hindsight) mining with a MiniLM topic gate
+- ``mine``     implicit-feedback (hindsight) mining with a MiniLM topic gate; which dropped turns lend labels
 - ``split``    train/test split by conversation
 
 Row contracts (python dicts; the Ray glue converts Arrow batches with ``to_pylist``):

@@ -9,10 +9,23 @@ threshold. Three steps, each a plain function so the Ray glue can run them on ba
    the same call.
 2. ``SimilarityScorer``: one similarity per pair.
 3. ``resolve_mining``: at most one new label per neutral turn, taken from the nearest gated future turn.
+
+Order, as in the original scripts (``03.gen_train.py`` -> ``05.implicit_feedback_mining.py`` -> ``08.split.py``):
+mining sees the labels of every turn that follows, and the paper's rule filters decide afterwards which turns
+become training rows. A neutral turn is often answered by a short message ("ok, and in Python?"), which is the
+next turn's query, so that next turn fails the 5-word query rule; filtering first would lose the rescue. Only the
+rules the original applied before mining (language, the 4,096-word cap) and those that leave nothing to annotate
+(empty or oversized messages) keep a turn from lending its label (``lends_label``).
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from wildreward.extract.config import FilterConfig
 
 NEUTRAL_RAW_LABEL = 3
 POSITIVE_MIN_RAW_LABEL = 4
@@ -126,3 +139,33 @@ def resolve_mining(candidates: list[dict], similarities: list[float], threshold:
         label = PAPER_MINED_RAW_LABEL if mined_label == "paper" else candidate["future_label"]
         mined[candidate["id"]] = {"label": label, "mined_from": candidate["future_id"], "similarity": float(similarity)}
     return mined
+
+
+def lends_label(turn: dict, cfg: FilterConfig) -> bool:
+    """Whether a turn's label may rescue a neutral turn before it: the turn passes the rules that apply before
+    mining. The others (history length, query and response length, keywords, PII) are about the turn as a
+    training row, and are applied to it as such."""
+    from wildreward.extract.filters import filter_reason
+
+    before_mining = cfg.model_copy(update={"max_history_messages": sys.maxsize, "min_query_words": 0,
+                                           "min_response_words": 0, "keyword_rules": False, "pii": False})
+    return filter_reason(turn, before_mining) is None
+
+
+def following_ids(neutral: pa.Table, lookahead: int) -> pa.Array:
+    """Ids of the turns 1..``lookahead`` after each (conversation_id, turn_index) row of ``neutral``, whether or
+    not they exist (the last turns of a conversation have fewer successors). Ids are built as
+    ``turns.extract_turns`` builds them: ``<conversation_id>_turn<k>``."""
+    parts = [pc.binary_join_element_wise(neutral["conversation_id"],
+                                         pc.cast(pc.add(neutral["turn_index"], k), pa.string()), "_turn")
+             for k in range(1, lookahead + 1)]
+    ids = pa.chunked_array([c for p in parts for c in p.chunks], pa.string())
+    return pc.unique(ids.combine_chunks()) if len(ids) else pa.array([], pa.string())
+
+
+def mined_only_through(candidates: list[dict], similarities: list[float], threshold: float,
+                       futures: set[str]) -> set[str]:
+    """Ids of the turns that pass the topic gate only with a future turn in ``futures``: without those turns
+    (e.g. the ones the rule filters drop), nothing would rescue them."""
+    gated = [c for c, s in zip(candidates, similarities) if s > threshold]
+    return {c["id"] for c in gated} - {c["id"] for c in gated if c["future_id"] not in futures}

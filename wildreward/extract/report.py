@@ -108,7 +108,9 @@ Built by `wildreward extract` from {", ".join(cfg.read.paths)}. Annotator: `{cfg
 - Final: {f['kept']:,} rows (train {s['train']['rows']:,} in {s['train']['conversations']:,} conversations,
   test {s['test']['rows']:,} in {s['test']['conversations']:,}; split by conversation)
 - Mined by hindsight (neutral -> positive): {f['mined']:,} ({f.get('mined_kept', f['mined']):,} kept with that
-  label); relabelled by refusal validation: {f['refusal_relabelled']:,}
+  label, {f.get('mined_via_dropped', 0):,} of them rescued only by a later turn the rule filters dropped, whose
+  label was asked for mining alone: {stats.get('lookahead', {}).get('annotated', 0):,} such turns annotated);
+  relabelled by refusal validation: {f['refusal_relabelled']:,}
 - Users: {stats['users']:,}
 
 ## Quarantined records
