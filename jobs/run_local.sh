@@ -53,14 +53,17 @@ ray start --head --num-cpus="${NUM_CPUS:-2}" --num-gpus=0 --port="$PORT" --node-
     --temp-dir="$RAY_TMP" --disable-usage-stats >/dev/null
 echo "run_local: Ray head up on 127.0.0.1:$PORT (dashboard http://127.0.0.1:$DASH)"
 
-# `ray job submit` uploads the repo (honouring .gitignore). The head's job agent can take a while to come up on a
-# busy machine ("No available agent"), so submission is retried; then the logs are followed until the job ends.
+# jobs/submit.py submits as `ray job submit` does, uploading the repo (honouring .gitignore), and passes the env vars
+# the config names for secrets (the HTTP annotator's api_key_env) from this shell to the job, values never printed.
+# The head's job agent can take a while to come up on a busy machine ("No available agent"), so submission is
+# retried; then the logs are followed until the job ends.
 id="wildreward-pipeline-$(date +%Y%m%d-%H%M%S)"
 address="http://127.0.0.1:$DASH"
 for attempt in $(seq 20); do
     ray job status --address "$address" "$id" >/dev/null 2>&1 && break  # an earlier try got through after all
-    if ray job submit --address "$address" --working-dir . --submission-id "$id" --no-wait -- \
-        python jobs/pipeline.py --config "$CONFIG" "${args[@]}" "$@" >/dev/null 2>"$RAY_TMP/submit.err"; then
+    if python jobs/submit.py --address "$address" --submission-id "$id" -- \
+        python jobs/pipeline.py --config "$CONFIG" "${args[@]}" "$@" >"$RAY_TMP/submit.out" 2>"$RAY_TMP/submit.err"; then
+        grep -h "forwarded\|warning" "$RAY_TMP/submit.out" "$RAY_TMP/submit.err" || true
         break
     fi
     [ "$attempt" = 20 ] && { cat "$RAY_TMP/submit.err" >&2; echo "run_local: could not submit the job" >&2; exit 1; }

@@ -95,3 +95,26 @@ def test_runtime_env_is_valid():
     pool = rc.LOCAL_RAY_ENV["ARROW_DEFAULT_MEMORY_POOL"]
     assert env["env_vars"]["ARROW_DEFAULT_MEMORY_POOL"] == pool
     assert f"ARROW_DEFAULT_MEMORY_POOL={pool}" in (REPO / "cluster/docker/Dockerfile").read_text()
+
+
+def test_ray_up_mounts_every_shared_path_the_configs_use():
+    """Each /mnt/<dir> a config, manifest or the README points jobs at is bind-mounted into the container from
+    the shared file system that initialization_commands mounts on every host (not a node's local disk)."""
+    ray_up = yaml.safe_load((REPO / "cluster/ray-up-aws.yaml").read_text())
+    used = set()
+    for path in [REPO / "README.md", *(REPO / "jobs/configs").glob("*.yaml"), *(REPO / "cluster").rglob("*.yaml")]:
+        used |= set(re.findall(r"(/mnt/[a-z]+)/", path.read_text()))
+    binds = dict(reversed(opt.split()[1].split(":")[:2]) for opt in ray_up["docker"]["run_options"]
+                 if opt.startswith("-v "))
+    writable = {opt.split()[1].split(":")[1] for opt in ray_up["docker"]["run_options"]
+                if opt.startswith("-v ") and not opt.endswith(":ro")}
+    assert {"/mnt/out", "/mnt/data", "/mnt/models"} <= used - {"/mnt/efs"} <= set(binds)
+    assert writable == {"/mnt/out"}
+    init = ray_up["initialization_commands"]
+    (mount,) = [c for c in init if " mount -t nfs4 " in c]
+    source, target = mount.split()[-2:]
+    assert mount.startswith(f"mountpoint -q {target} ||") and source.endswith(".efs.us-west-2.amazonaws.com:/")
+    assert ray_up["provider"]["region"] in source
+    for container_path, host_path in ((c, binds[c]) for c in used - {"/mnt/efs"}):
+        assert host_path.startswith(target + "/"), (container_path, host_path)
+        assert any(host_path in c.split() for c in init if c.startswith("sudo mkdir")), host_path

@@ -37,7 +37,7 @@ def sync_and_compare(path, backend, tmp_path):
     assert [(s["prompt_id"], s["sample_index"]) for s in before] == [(p, k) for p in "ab" for k in range(3)]
     for s in before:
         assert s["prompt_ids"] and 1 <= len(s["response_ids"]) <= 8
-        assert s["finished"] == (s["response_ids"][-1] == rollout.eos)
+        assert s["finished"] == (s["response_ids"][-1] in rollout.stop_ids)
     state, new_dir = new_weights(path, tmp_path)
     assert rollout.load_weights(state) > 0
     rollout.calls = 0  # same sampling seed as the first call

@@ -59,8 +59,8 @@ CASES = [
     ("file", turn(query="What does the error in my screenshot mean exactly?")),
     ("media", turn(query="Write a script for a YouTube video about cooking pasta")),
     ("media", turn(query="Convert this mp3 into text and tell me what they say")),
-    ("pii", turn(feedback="Great, send the summary to john.doe@example.com when done")),
-    ("pii", turn(response=RESPONSE + " Call me at (555) 123-4567 for help.")),
+    ("pii", turn(query="Please write a polite reply to john.doe@example.com about the delay")),
+    ("pii", turn(query="Draft a text message for (555) 123-4567 saying I am running late")),
     ("pii", turn(language="zh", query="请帮我把手机号13812345678写进这份简历里面", response="好的，" + "内容" * 10)),
 ]
 
@@ -92,8 +92,15 @@ def test_first_failing_rule_wins():
 def test_keyword_and_pii_rules_can_be_switched_off():
     cfg = FilterConfig(keyword_rules=False, pii=False)
     assert filter_reason(turn(query="Please draw a cat sitting on a red chair"), cfg) is None
-    assert filter_reason(turn(feedback="Mail it to john.doe@example.com when done"), cfg) is None
+    assert filter_reason(turn(query="Please write a polite reply to john.doe@example.com about it"), cfg) is None
     assert filter_reason(turn(language="fr"), FilterConfig(languages=["fr"])) is None
+
+
+def test_pii_rule_reads_the_query_only():
+    # as in the paper: the feedback is the next turn's query and is checked there; a response may quote addresses
+    assert filter_reason(turn(feedback="Great, send the summary to john.doe@example.com when done"), CFG) is None
+    assert filter_reason(turn(response=RESPONSE + " Call me at (555) 123-4567 for help."), CFG) is None
+    assert filter_reason(turn(response=RESPONSE + " Mail support@example.org."), CFG) is None
 
 
 @pytest.mark.parametrize("query", [

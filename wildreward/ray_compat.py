@@ -270,6 +270,24 @@ def run_tasks(fn: Callable[..., Any], args: list[tuple], max_parallel: int) -> l
     return results
 
 
+# ---------------------------------------------------------------- job submission
+
+def job_runtime_env(base: dict, env_names: list[str], environ: dict[str, str] | None = None) -> dict:
+    """``base`` with the named variables of the submitting shell added to its ``env_vars``: a job on a cluster
+    does not see that shell, and its drivers and actors inherit the job's env_vars. Unset names are skipped."""
+    environ = os.environ if environ is None else environ
+    env_vars = {**base.get("env_vars", {}), **{n: environ[n] for n in env_names if environ.get(n)}}
+    return {**base, "env_vars": env_vars}
+
+
+def submit_job(address: str, entrypoint: str, runtime_env: dict, submission_id: str | None = None) -> str:
+    """Submits through the SDK, so the env values travel in the request body, not on a command line."""
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address).submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                                   submission_id=submission_id)
+
+
 # ---------------------------------------------------------------- cluster state (tests, benchmarks)
 
 def cluster_state(dashboard_url: str, timeout_s: float = 10.0) -> dict:

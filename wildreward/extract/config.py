@@ -30,7 +30,8 @@ class FilterConfig(Section):
     min_response_words: int = 10   # characters for Chinese, as in the paper
     max_message_chars: int = Field(100_000, description="Longer messages are dropped as 'message_too_long'.")
     keyword_rules: bool = True     # image / search / identity / file / media keywords in the query
-    pii: bool = True               # e-mail addresses, phone numbers
+    pii: bool = Field(True, description=(
+        "Drop turns whose query holds an e-mail address or phone number (the query only, as in the paper)."))
 
 
 class HttpConfig(Section):

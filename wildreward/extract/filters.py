@@ -1,7 +1,8 @@
 """The paper's rule filters (Appendix A): each dropped turn gets the name of the first rule it fails.
 
-Keyword rules look at the lower-cased query only. They target tasks a text-only reward model cannot judge from the
-transcript (the assistant would need tools, files or media the log does not hold) or that are about the assistant.
+Keyword and PII rules look at the query only, as the paper's do (lower-cased for keywords). Keywords target tasks
+a text-only reward model cannot judge from the transcript (the assistant would need tools, files or media the log
+does not hold) or that are about the assistant.
 English terms match on word boundaries, so "draw" does not fire on "drawback"; Chinese has no word boundaries, so
 Chinese terms are phrases that do not occur inside unrelated words (画一/画个, not bare 画, which is also in
 动画 'animation' and 漫画 'comics').
@@ -103,9 +104,15 @@ def filter_reason(turn: dict, cfg: FilterConfig) -> str | None:
         for rule, pattern in KEYWORDS.items():
             if pattern.search(query):
                 return rule
-    if cfg.pii and any(("@" in t and EMAIL.search(t)) or PHONE.search(t) for t in texts):
+    if cfg.pii and has_pii(turn["query"]):
         return "pii"
     return None
+
+
+def has_pii(text: str) -> bool:
+    """E-mail address or phone number. Only the query is checked, as in the paper (08.split.py): the feedback is
+    the next turn's query and is checked there, and a response quoting a made-up address is not the user's PII."""
+    return bool(("@" in text and EMAIL.search(text)) or PHONE.search(text))
 
 
 def count_words(text: str, language: str | None) -> int:

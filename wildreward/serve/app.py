@@ -8,7 +8,8 @@ Routes (FastAPI, bound to loopback unless configured):
 - ``POST /v1/score`` ``{"items": [{history?, query, response} | {messages}]}``: the template is applied here,
   with the training truncation; returns reward and class probabilities per item, and ``p_satisfied``
   when the model carries a calibration fit.
-- ``GET /health``, ``GET /v1/info`` (model metadata, batch statistics).
+- ``GET /health`` (the model scores a tiny fixed text; 503 when it cannot), ``GET /v1/info`` (model metadata,
+  batch statistics). Serve's periodic replica check runs the same probe, so a broken replica is replaced.
 
 Ray actors call ``handle.score.remote(items)`` (same output as ``/v1/score``) through a DeploymentHandle.
 Bad input gets 400/413/422 with a message, a model failure 500 with an error id; nothing is ever defaulted. A
@@ -122,6 +123,36 @@ def item_to_example(item: Item) -> dict[str, Any]:
     return example
 
 
+class HealthProbe:
+    """Scores a tiny fixed text, so that a replica whose model is broken (raises, gives non-finite logits, or
+    hangs past ``timeout_s``) reports unhealthy. The text is tokenized once here: at probe time only the model
+    runs, never the tokenizer, which a fast tokenizer would refuse while a batch uses it on another thread.
+    Concurrent checks share one forward pass, and a hung one is not started again on top of itself."""
+
+    TEXT = "health check: is the reward model answering?"
+
+    def __init__(self, rm, timeout_s: float):
+        self.rm, self.timeout_s, self.running = rm, timeout_s, None
+        self.inputs = rm.tokenizer([self.TEXT], return_tensors="pt")
+
+    def _forward(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            logits = self.rm.model.backbone(**self.inputs.to(self.rm.device)).logits.float()
+        if logits.shape[0] != 1 or not bool(torch.isfinite(logits).all()):
+            raise FloatingPointError(f"the model gave non-finite logits on the health-check text: {logits.tolist()}")
+
+    async def check(self) -> None:
+        """Returns when the model scored the text; raises otherwise."""
+        if self.running is None or self.running.done():
+            self.running = asyncio.ensure_future(asyncio.to_thread(self._forward))
+        try:
+            await asyncio.wait_for(asyncio.shield(self.running), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"the model did not score the health-check text within {self.timeout_s} s") from None
+
+
 @serve.deployment
 @serve.ingress(api)
 class RewardServer:
@@ -149,6 +180,7 @@ class RewardServer:
         self._template_tokenizer = copy.deepcopy(self.rm.tokenizer)
         self._template_thread = ThreadPoolExecutor(1, thread_name_prefix="rm-template")
         LimitBody.max_request_bytes = self.cfg.max_request_bytes
+        self.probe = HealthProbe(self.rm, self.cfg.health_timeout_s)
 
     def _check_texts(self, texts: list[str]) -> None:
         if not texts:
@@ -236,7 +268,18 @@ class RewardServer:
 
     @api.get("/health")
     async def health(self) -> dict:
+        """200 once the model scored a tiny fixed text, else 503 naming what failed (for load balancers and
+        probes outside Ray)."""
+        try:
+            await self.probe.check()
+        except Exception as err:
+            logger.warning("health check failed: %s: %s", type(err).__name__, err)
+            raise HTTPException(503, f"unhealthy: {type(err).__name__}: {err}") from None
         return {"status": "ok"}
+
+    async def check_health(self) -> None:
+        """Serve's own periodic replica check: raising marks the replica unhealthy, and Serve replaces it."""
+        await self.probe.check()
 
     @api.get("/v1/info")
     async def info(self) -> dict:

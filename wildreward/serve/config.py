@@ -34,6 +34,8 @@ class ServeConfig(Section):
         "Characters of one RM text; for /v1/score, of the item written into the template, before truncation."))
     max_request_bytes: int = Field(64 << 20, ge=1, description=(
         "Request body size, checked before the JSON is parsed (413 above it)."))
+    health_timeout_s: float = Field(10.0, gt=0, description=(
+        "/health and Serve's replica check score a tiny fixed text; slower than this (or failing) is unhealthy."))
 
     @model_validator(mode="after")
     def _check(self):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import sys
 import tempfile
@@ -65,13 +66,32 @@ def seed_all(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG states as a tensor and plain lists: what a weights-only ``torch.load`` reads back (numpy
+    arrays and Python's state tuple as pickled objects would need a full unpickler)."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, list(internal), gauss],
+            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+
+
+def load_rng_state(path: Path) -> dict[str, Any] | None:
+    """A rank's saved RNG states, loaded weights-only (a checkpoint file never runs code). None for a file in the
+    format before that (pickled numpy state), which a weights-only load refuses: the run resumes without it."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        print(f"warning: {path.name}: RNG states in a format a weights-only load refuses; not restored",
+              file=sys.stderr)
+        return None
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -97,8 +117,9 @@ def restore_checkpoint(engine, rank: int) -> dict[str, Any] | None:
             return None
         saved = engine.load(ckpt)  # loads once: optimizer state too
         rng_file = ckpt / "rng" / f"rank{rank}.pt"
-        if rng_file.exists():
-            set_rng_state(torch.load(rng_file, weights_only=False))
+        state = load_rng_state(rng_file) if rng_file.exists() else None
+        if state is not None:
+            set_rng_state(state)
         return saved
 
 

@@ -66,6 +66,41 @@ def jit_arch_list(value: str) -> str:
     return ";".join(dict.fromkeys(re.sub(r"^(\d+\.\d+)[a-z]+", r"\1", e) for e in entries))
 
 
+def deepspeed_safe_globals() -> list:
+    """The DeepSpeed classes its checkpoints hold besides tensors and containers (ZeRO optimizer states: the loss
+    scaler, the stage enum, fragment addresses): plain data, allowlisted so those files load weights-only."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+def load_weights_only(path: str | Path, map_location: Any = None, deepspeed_file: bool = False) -> Any:
+    """``torch.load`` that never runs code from the file: tensors, plain containers and, for DeepSpeed's files,
+    the classes of :func:`deepspeed_safe_globals`; anything else is refused (``pickle.UnpicklingError``)."""
+    with torch.serialization.safe_globals(deepspeed_safe_globals() if deepspeed_file else []):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+@contextlib.contextmanager
+def deepspeed_loads_weights_only():
+    """While DeepSpeed reads a checkpoint (``load_checkpoint``, ``zero_to_fp32``), its own ``torch.load(...,
+    weights_only=False)`` calls load weights-only: it has no option for that, so ``torch.load`` is swapped for
+    the duration (the loads are on the calling thread, before or after training)."""
+    original = torch.load
+
+    def weights_only_load(f, map_location=None, *args, weights_only=None, **kwargs):
+        with torch.serialization.safe_globals(deepspeed_safe_globals()):
+            return original(f, map_location, *args, weights_only=True, **kwargs)
+
+    torch.load = weights_only_load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
 class DeepSpeedEngine:
     def __init__(self, model: torch.nn.Module, dist_cfg: DistConfig, optim: OptimConfig, micro_batch: int,
                  grad_accum: int, total_steps: int):
@@ -144,7 +179,8 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(directory), tag="ds", client_state=client_state)
 
     def load(self, directory: Path) -> dict[str, Any]:
-        path, client_state = self.engine.load_checkpoint(str(directory), tag="ds")
+        with deepspeed_loads_weights_only():
+            path, client_state = self.engine.load_checkpoint(str(directory), tag="ds")
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint in {directory}")
         return client_state or {}
@@ -207,7 +243,7 @@ class DDPEngine:
                        Path(directory) / "ddp.pt")
 
     def load(self, directory: Path) -> dict[str, Any]:
-        state = torch.load(Path(directory) / "ddp.pt", map_location=self.device, weights_only=False)
+        state = load_weights_only(Path(directory) / "ddp.pt", map_location=self.device)
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -219,10 +255,11 @@ def consolidated_state_dict(checkpoint_dir: str | Path, cfg: TrainConfig) -> dic
     process group: what the export to HF format needs."""
     d = Path(checkpoint_dir)
     if cfg.dist.strategy == "ddp":
-        return torch.load(d / "ddp.pt", map_location="cpu", weights_only=False)["model"]
+        return load_weights_only(d / "ddp.pt", map_location="cpu")["model"]
     if cfg.dist.zero_stage == 0:
-        states = torch.load(d / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+        states = load_weights_only(d / "ds" / "mp_rank_00_model_states.pt", map_location="cpu", deepspeed_file=True)
         return {k: v.float() for k, v in states["module"].items()}
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    return dict(get_fp32_state_dict_from_zero_checkpoint(str(d), tag="ds"))
+    with deepspeed_loads_weights_only():
+        return dict(get_fp32_state_dict_from_zero_checkpoint(str(d), tag="ds"))
