@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import SHARED
 from wildreward.eval.benchmarks import (LOADERS, BenchmarkFormatError, default_path, flatten_rm_bench,
                                         load_benchmark, load_hh_harmless, load_judgebench, load_llmbar, load_ppe,
-                                        load_rewardbench, load_rm_bench, load_xstest_pairs, parse_hh_transcript)
+                                        load_ppe_correctness, load_rewardbench, load_rm_bench, load_xstest_pairs,
+                                        parse_hh_transcript, ppe_correctness_files)
 
 DATA = SHARED / "data"
 BENCH = DATA / "benchmarks"
@@ -271,10 +272,81 @@ def test_hub_loader_errors(tmp_path):
 # ---------------------------------------------------------------- registry
 
 def test_registry_defaults(bench):
-    assert set(LOADERS) == {"rm_bench", "llmbar", "xstest", "hh_harmless", "rewardbench", "judgebench", "ppe_human"}
+    # every benchmark has a default location now (the hub ones: where a local copy is looked for), so that the
+    # default config lists them all and reports the absent ones as not evaluated
+    assert set(LOADERS) == {"rm_bench", "llmbar", "xstest", "hh_harmless", "rewardbench", "judgebench_gpt4o",
+                            "judgebench_claude", "ppe_human", "ppe_correctness"}
     records, _ = load_benchmark("llmbar", default_path("llmbar", DATA))
     assert len(records) == 419
-    with pytest.raises(ValueError, match="no default location"):
-        default_path("rewardbench", DATA)
+    assert default_path("judgebench_claude", DATA).name == (
+        "dataset=judgebench,response_model=claude-3-5-sonnet-20240620.jsonl")
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        default_path("mt-bench", DATA)
     with pytest.raises(ValueError, match="unknown benchmark"):
         load_benchmark("mt-bench", DATA)
+    # one loader, two JudgeBench benchmarks: the records carry the registered name
+    assert {r["benchmark"] for r in load_benchmark("judgebench_claude", FIXTURES / "judgebench.jsonl")[0]} == {
+        "judgebench_claude"}
+
+
+def test_absent_file_names_its_path(tmp_path):
+    for name in ("rewardbench", "ppe_correctness", "rm_bench"):
+        with pytest.raises(FileNotFoundError) as err:
+            load_benchmark(name, tmp_path / "nowhere")
+        assert err.value.filename.startswith(str(tmp_path / "nowhere"))
+
+
+def test_rm_bench_records_carry_their_domain(bench):
+    records, _ = load_rm_bench(bench / "rm_bench")
+    assert {(r["subset"], r["domain"]) for r in records} == {
+        ("chat", "chat"), ("code", "code"), ("safety-refuse", "safety"), ("safety-response", "safety")}
+
+
+# ---------------------------------------------------------------- PPE correctness
+
+def ppe_correctness_row(qid="q1", k=4, **over):
+    row = {"question_id": qid, "model_name": "gemma-2-9b-it", "prompt": f"Question {qid}?",
+           "scores": [True] + [False] * (k - 1), "sampled_conflict_pairs": [[0, 1], [2, 0]],
+           **{f"response_{i + 1}": f"reply {i} to {qid}" for i in range(k)}}
+    return {**row, **over}
+
+
+def test_ppe_correctness_loader(tmp_path):
+    folder = tmp_path / "correctness"
+    folder.mkdir()
+    rows = [ppe_correctness_row("q1"), ppe_correctness_row("q2", scores=[0, 1, 1, 0], sampled_conflict_pairs=[])]
+    (folder / "gpqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pq.write_table(pa.Table.from_pylist([ppe_correctness_row("m1")]), folder / "math.parquet")
+    assert {k: v and v.name for k, v in ppe_correctness_files(folder).items()} == {
+        "mmlu_pro": None, "math": "math.parquet", "gpqa": "gpqa.jsonl", "ifeval": None, "mbpp_plus": None}
+    records, skipped = load_ppe_correctness(folder)
+    assert skipped == [] and [r["pair_id"] for r in records] == ["math/m1/gemma-2-9b-it", "gpqa/q1/gemma-2-9b-it",
+                                                                 "gpqa/q2/gemma-2-9b-it"]
+    assert records[1]["responses"] == [f"reply {i} to q1" for i in range(4)]
+    assert records[1]["correct"] == [1, 0, 0, 0] and records[1]["conflict_pairs"] == [(0, 1), (2, 0)]
+    assert records[2]["correct"] == [0, 1, 1, 0] and records[2]["conflict_pairs"] == []
+    assert len(load_ppe_correctness(folder / "gpqa.jsonl").records) == 2  # one set given as a file
+
+
+@pytest.mark.parametrize("over, message", [
+    ({"scores": [True, False]}, "field 'scores' should be 4 correctness labels"),
+    ({"scores": [True, False, "no", False]}, "field 'scores' should be 4"),
+    ({"sampled_conflict_pairs": [[1, 2]]}, r"sampled_conflict_pairs entry \[1, 2\]"),
+    ({"sampled_conflict_pairs": [[0, 9]]}, r"sampled_conflict_pairs entry \[0, 9\]"),
+    ({"response_3": 7}, "field 'response_3' should be str"),
+    ({"prompt": None}, "missing field 'prompt'"),
+])
+def test_ppe_correctness_malformed(tmp_path, over, message):
+    path = tmp_path / "mmlu_pro.jsonl"
+    path.write_text(json.dumps(ppe_correctness_row()) + "\n" + json.dumps(ppe_correctness_row("q2", **over)) + "\n")
+    with pytest.raises(BenchmarkFormatError, match=f"mmlu_pro.jsonl: row 2: {message}"):
+        load_ppe_correctness(path)
+
+
+def test_ppe_correctness_file_names(tmp_path):
+    other = tmp_path / "arena.jsonl"
+    other.write_text(json.dumps(ppe_correctness_row()) + "\n")
+    with pytest.raises(BenchmarkFormatError, match="not a PPE correctness set"):
+        load_ppe_correctness(other)
+    with pytest.raises(FileNotFoundError):
+        load_ppe_correctness(tmp_path)  # a folder without any set file

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from wildreward.eval.metrics import (expected_calibration_error, fit_platt, pair_outcomes, pairwise_accuracy,
-                                     platt_calibration, platt_prob, reliability_bins, rm_bench_accuracy, roc_auc,
-                                     symmetrize_pairs, threshold_accuracy)
+from wildreward.eval.metrics import (REWARDBENCH_COUNTS, REWARDBENCH_SECTIONS, best_of_k, bootstrap_ci,
+                                     bootstrap_indices, expected_calibration_error, fit_platt, pair_outcomes,
+                                     pairwise_accuracy, platt_calibration, platt_prob, reliability_bins,
+                                     rewardbench_sections, rewardbench_weights, rm_bench_accuracy, roc_auc,
+                                     symmetrize_pairs, threshold_accuracy, weighted_group_mean)
 
 
 def test_pairwise_accuracy_ties_count_half():
@@ -185,3 +187,82 @@ def test_accuracy_at_coverage_keeps_the_most_confident_pairs():
     # all: 6 right, 3 wrong, 1 tie -> 6.5 / 10; top 5 (0.9, -0.8, 0.5, 0.3, -0.2): 3 / 5; top 2: 1 / 2
     assert [r["accuracy"] for r in rows] == pytest.approx([0.65, 0.6, 0.5])
     assert rows[1]["min_margin"] == pytest.approx(0.2)
+
+
+# ---------------------------------------------------------------- bootstrap intervals
+
+def test_bootstrap_is_deterministic_and_contains_the_estimate():
+    outcomes = np.random.default_rng(3).integers(0, 2, 200).astype(float)
+    a = bootstrap_ci(outcomes, n_boot=500, seed=7)
+    assert a == bootstrap_ci(outcomes, n_boot=500, seed=7)
+    assert a != bootstrap_ci(outcomes, n_boot=500, seed=8)
+    assert a["value"] == pytest.approx(outcomes.mean()) and a["n"] == 200
+    assert a["lo"] < a["value"] < a["hi"]
+
+
+def test_bootstrap_width_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (25, 400, 6400):
+        ci = bootstrap_ci((rng.random(n) < 0.7).astype(float), n_boot=400, seed=1)
+        widths.append(ci["hi"] - ci["lo"])
+    assert widths[0] > widths[1] > widths[2] > 0
+    # about the binomial 95% width 2 * 1.96 * sqrt(.7 * .3 / n)
+    assert widths[1] == pytest.approx(2 * 1.96 * math.sqrt(0.21 / 400), rel=0.25)
+
+
+def test_bootstrap_degenerate_all_correct():
+    assert bootstrap_ci(np.ones(30), n_boot=200) == {"value": 1.0, "lo": 1.0, "hi": 1.0, "n": 30}
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_ci([])
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_ci([1.0, float("nan")])
+
+
+def test_bootstrap_indices_resample_within_groups():
+    groups = np.array(["a", "a", "b", "b", "b"])
+    idx = bootstrap_indices(groups, 50, seed=0)
+    assert idx.shape == (50, 5)
+    assert set(idx[:, :2].ravel()) <= {0, 1} and set(idx[:, 2:].ravel()) <= {2, 3, 4}
+
+
+def test_weighted_group_mean_by_hand():
+    values = [1.0, 0.0, 1.0, 1.0, 0.0]  # group a: 1/2, group b: 2/3
+    groups = ["a", "a", "b", "b", "b"]
+    assert weighted_group_mean(values, groups) == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert weighted_group_mean(values, groups, {"a": 3, "b": 1}) == pytest.approx((3 / 2 + 2 / 3) / 4)
+    # rows of values: the mean per column
+    assert weighted_group_mean([[1, 0], [0, 0], [1, 1]], ["a", "a", "b"]).tolist() == [0.75, 0.5]
+    # one group a unit always: its interval is a single point
+    ci = bootstrap_ci([[1, 0], [1, 0], [0, 1]], ["a", "a", "b"], n_boot=100)
+    assert ci == {"value": [0.5, 0.5], "lo": [0.5, 0.5], "hi": [0.5, 0.5], "n": 3}
+
+
+# ---------------------------------------------------------------- RewardBench weights, best of K
+
+def test_rewardbench_constants_cover_the_sections():
+    assert sorted(t for tests in REWARDBENCH_SECTIONS.values() for t in tests) == sorted(REWARDBENCH_COUNTS)
+    # math-prm weighs as much as the six code subsets together
+    assert REWARDBENCH_COUNTS["math-prm"] == sum(REWARDBENCH_COUNTS[f"hep-{x}"]
+                                                 for x in ("cpp", "go", "java", "js", "python", "rust"))
+
+
+def test_rewardbench_weights_by_hand():
+    # Reasoning with math-prm and hep-go: 984 / (984 + 164) and 164 / 1148 of the section, one of two sections
+    w = rewardbench_weights(["math-prm", "hep-go", "donotanswer", "something-else"])
+    assert w == pytest.approx({"math-prm": 984 / 1148 / 2, "hep-go": 164 / 1148 / 2, "donotanswer": 0.5})
+    assert rewardbench_sections({"math-prm": 1.0, "hep-go": 0.0, "donotanswer": 0.25}) == pytest.approx(
+        {"Reasoning": 984 / 1148, "Safety": 0.25})
+    # a complete set of subsets: every section weighs a quarter
+    full = rewardbench_weights(REWARDBENCH_COUNTS)
+    for tests in REWARDBENCH_SECTIONS.values():
+        assert sum(full[t] for t in tests) == pytest.approx(0.25)
+
+
+def test_best_of_k_ties_take_the_mean_of_the_tied_replies():
+    values, tied = best_of_k([[0.2, 0.9, 0.1, 0.5], [1, 1, 0, 1], [3, 3, 3, 3]],
+                             [[0, 1, 0, 0], [1, 0, 1, 1], [1, 0, 0, 0]])
+    assert values.tolist() == pytest.approx([1.0, 2 / 3, 0.25])
+    assert tied.tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="0/1"):
+        best_of_k([[1.0, 2.0]], [[0, 2]])

@@ -50,7 +50,11 @@ def test_run_local_submits_the_pipeline_and_resumes(tmp_path, chatlogs, tiny_lm,
     assert (out / "train" / "model" / "wildreward.json").exists() and (out / "train" / "eval.json").exists()
     assert yaml.safe_load((out / "train" / "config.yaml").read_text())["optim"]["lr"] == 1e-4
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert set(report["benchmarks"]) == {"rm_bench", "llmbar", "xstest", "hh_harmless"}
+    assert set(report["benchmarks"]) == {"rm_bench", "llmbar", "xstest", "hh_harmless", "rewardbench",
+                                         "judgebench_gpt4o", "judgebench_claude", "ppe_human", "ppe_correctness"}
+    # the hub benchmarks are not in ../shared/data: listed as not evaluated, with no score
+    assert all(report["benchmarks"][b]["status"].startswith("not evaluated (file absent: ")
+               for b in ("rewardbench", "judgebench_gpt4o", "judgebench_claude", "ppe_human", "ppe_correctness"))
     check = json.loads((out / "serve" / "check.json").read_text())
     assert check["checked_items"] > 0 and check["max_abs_diff"] < 1e-3
     stages = json.loads((out / "pipeline.json").read_text())["stages"]

@@ -122,8 +122,10 @@ def run_eval_command(args: argparse.Namespace) -> int:
 
     cfg = load_config(EvalConfig, args.config, args.overrides)
     summary = summary_table(run_eval(cfg))
-    for scorer, row in summary.items():
-        print(f"{scorer}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+    for scorer, row in summary.items():  # value and 95% interval per column; "n/e" = not evaluated
+        print(f"{scorer}: " + ", ".join(f"{k} n/e" if c["value"] is None else f"{k} {c['value']:.3f}"
+                                        + (f" [{c['lo']:.3f}, {c['hi']:.3f}]" if c["lo"] is not None else "")
+                                        for k, c in row.items()))
     print(f"report: {os.path.join(cfg.output_dir, 'report.md')}")
     return 0
 

@@ -53,7 +53,8 @@ def headline_row(report: dict[str, Any]) -> dict[str, float | None]:
 
     row: dict[str, float | None] = {}
     for bench, result in report["benchmarks"].items():
-        row.update(headline(bench, result["scorers"]["rm"]))
+        if "scorers" in result:  # benchmarks whose files are absent are not evaluated
+            row.update(headline(bench, result["scorers"]["rm"]))
     values = [row.get(c) for c in COLUMNS if row.get(c) is not None]
     row["Overall"] = sum(values) / len(values) if values else None
     return row

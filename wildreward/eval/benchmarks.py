@@ -7,12 +7,15 @@ is listed in ``skipped`` as ``{"where": "<file>: row <n>", "reason": <fixed phra
 either used or listed. Row numbers are 1-based record numbers (JSONL lines,
 JSON list items, CSV data rows after the header, Parquet rows).
 
-The four benchmarks under ``<shared>/data/benchmarks`` have default locations (:func:`default_path`);
-RewardBench, JudgeBench and PPE live on the Hugging Face hub only and are read from a local copy of their files.
+Every benchmark has a default location under ``<shared>/data`` (:func:`default_path`). Only RM-Bench, LLMBar,
+XSTest and HH-RLHF are there; RewardBench, JudgeBench and PPE live on the Hugging Face hub only and are read from a
+local copy of their files, placed at the default location or given as a path. A missing file raises
+FileNotFoundError with the path as ``filename``.
 """
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import itertools
 import json
@@ -84,10 +87,14 @@ def read_rows(path: Path) -> list[tuple[int, dict]]:
     raise BenchmarkFormatError(f"{path.name}: unsupported file type (expected .jsonl, .jsonl.gz, .json, .parquet)")
 
 
+def absent(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, "benchmark file not found", str(path))
+
+
 def file_rows(path: str | Path) -> tuple[Path, list[tuple[int, dict]]]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark file not found: {path}")
+        raise absent(path)
     return path, read_rows(path)
 
 
@@ -98,13 +105,17 @@ def where(path: Path, n: int) -> str:
 def existing(directory: str | Path, name: str) -> Path:
     path = Path(directory) / name
     if not path.is_file():
-        raise FileNotFoundError(f"benchmark file not found: {path}")
+        raise absent(path)
     return path
 
 
 # ---------------------------------------------------------------- RM-Bench
 
 RM_BENCH_FILES = ("chat", "code", "safety-refuse", "safety-response")
+# RM-Bench reports four domains, Chat, Code, Math and Safety, the last made of the safety-refuse and safety-response
+# files (THU-KEG/RM-Bench README; the leaderboard README averages Easy/Normal/Hard over the four domains).
+RM_BENCH_DOMAINS = ("chat", "code", "math", "safety")
+RM_BENCH_DOMAIN_OF = {"chat": "chat", "code": "code", "safety-refuse": "safety", "safety-response": "safety"}
 
 
 def load_rm_bench(directory: str | Path) -> Loaded:
@@ -113,9 +124,10 @@ def load_rm_bench(directory: str | Path) -> Loaded:
     One record per prompt rather than per pair: the metric (:func:`wildreward.eval.metrics.rm_bench_accuracy`)
     needs all 3 x 3 comparisons of a prompt, and a scorer then sees each of the six replies once. The record has
     the pair-record keys, except that ``chosen`` and ``rejected`` are lists of the three style variants (concise,
-    detailed plain, detailed markdown); ``subset`` is the domain (the file name), ``source_subset`` the file's own
-    ``subset`` field (e.g. alpacaeval, xstest-should-refuse), ``pair_id`` "<domain>-<id>" (ids repeat across the
-    domain files). :func:`flatten_rm_bench` gives the nine ordinary pairs.
+    detailed plain, detailed markdown); ``subset`` is the file name, ``domain`` the RM-Bench domain it belongs to
+    (:data:`RM_BENCH_DOMAIN_OF`), ``source_subset`` the file's own ``subset`` field (e.g. alpacaeval,
+    xstest-should-refuse), ``pair_id`` "<file>-<id>" (ids repeat across the files). :func:`flatten_rm_bench`
+    gives the nine ordinary pairs.
     """
     records = []
     for domain in RM_BENCH_FILES:
@@ -130,7 +142,7 @@ def load_rm_bench(directory: str | Path) -> Loaded:
                 variants[side] = value
             records.append({**pair("rm_bench", domain, f"{domain}-{get(row, 'id', (int, str), at)}", [],
                                    get(row, "prompt", str, at), variants["chosen"], variants["rejected"]),
-                            "source_subset": get(row, "subset", str, at)})
+                            "domain": RM_BENCH_DOMAIN_OF[domain], "source_subset": get(row, "subset", str, at)})
     return Loaded(records, [])
 
 
@@ -190,6 +202,51 @@ def read_csv(path: Path, columns: tuple[str, ...]) -> list[dict]:
     return rows
 
 
+def read_xstest_prompts(path: Path) -> dict[str, dict]:
+    """Prompts file rows by "v2-<id>", each checked: unsafe (``type`` starting with "contrast_") iff label unsafe."""
+    prompts = {}
+    for n, row in enumerate(read_csv(path, ("id", "prompt", "type", "label")), 1):
+        unsafe = row["type"].startswith("contrast_")
+        if row["label"] != ("unsafe" if unsafe else "safe"):
+            raise BenchmarkFormatError(f"{where(path, n)}: label {row['label']!r} contradicts type {row['type']!r}")
+        prompts[f"v2-{row['id']}"] = row
+    return prompts
+
+
+def read_xstest_answers(path: Path, prompts: dict[str, dict], answers: dict[str, list], seen_text: dict[str, str],
+                        prompts_name: str) -> None:
+    """Adds one model's completions to ``answers`` (prompt id -> [(model, label, completion, where)]) and the text
+    the models saw to ``seen_text``, checking each row against the prompts file and the other models' files."""
+    model = path.stem.removeprefix("xstest_v2_completions_")
+    for n, row in enumerate(read_csv(path, XSTEST_COLUMNS), 1):
+        at, key = where(path, n), row["id"]
+        if key not in prompts:
+            raise BenchmarkFormatError(f"{at}: id {key!r} is not in {prompts_name}")
+        if row["type"] != prompts[key]["type"]:
+            raise BenchmarkFormatError(f"{at}: type {row['type']!r} differs from {prompts_name}")
+        if row["final_label"] not in XSTEST_LABELS:
+            raise BenchmarkFormatError(f"{at}: unknown final_label {row['final_label']!r}")
+        if any(m == model for m, *_ in answers[key]):
+            raise BenchmarkFormatError(f"{at}: second completion of {key} in the same file")
+        if seen_text.setdefault(key, row["prompt"]) != row["prompt"]:
+            raise BenchmarkFormatError(f"{at}: prompt text of {key} differs from another completion file")
+        answers[key].append((model, XSTEST_LABELS[row["final_label"]], row["completion"], at))
+
+
+def xstest_prompt_pairs(key: str, unsafe: bool, answered: list, query: str) -> tuple[list[dict], list[dict]]:
+    """Pairs of one prompt (every winner x loser combination) and the skip entries of its unused completions."""
+    win, lose = ("refusal", "compliance") if unsafe else ("compliance", "refusal")
+    subset = "xstest-should-refuse" if unsafe else "xstest-should-respond"
+    winners = [a for a in answered if a[1] == win]
+    losers = [a for a in answered if a[1] == lose]
+    records = [pair("xstest", subset, f"{key}:{w_model}>{l_model}", [], query, w_text, l_text)
+               for (w_model, _, w_text, _), (l_model, _, l_text, _) in itertools.product(winners, losers)]
+    skipped = [skip(at, "partial refusal") if label == "partial"
+               else skip(at, "no completion with the opposite label for this prompt")
+               for _, label, _, at in answered if label == "partial" or not (winners and losers)]
+    return records, skipped
+
+
 def load_xstest_pairs(directory: str | Path) -> Loaded:
     """Safety pairs built from XSTest v2: 450 prompts (xstest_prompts.csv) answered by five models
     (xstest_v2_completions_<model>.csv) with a human ``final_label`` per completion.
@@ -207,49 +264,20 @@ def load_xstest_pairs(directory: str | Path) -> Loaded:
     """
     directory = Path(directory)
     prompts_path = existing(directory, "xstest_prompts.csv")
-    prompts = {}
-    for n, row in enumerate(read_csv(prompts_path, ("id", "prompt", "type", "label")), 1):
-        unsafe = row["type"].startswith("contrast_")
-        if row["label"] != ("unsafe" if unsafe else "safe"):
-            raise BenchmarkFormatError(f"{where(prompts_path, n)}: label {row['label']!r} contradicts type "
-                                       f"{row['type']!r}")
-        prompts[f"v2-{row['id']}"] = row
+    prompts = read_xstest_prompts(prompts_path)
     files = sorted(directory.glob("xstest_v2_completions_*.csv"))
     if not files:
-        raise FileNotFoundError(f"no xstest_v2_completions_*.csv files in {directory}")
-    # prompt id -> [(model, label, completion, where)], text the models saw per prompt id
-    answers: dict[str, list[tuple[str, str, str, str]]] = {key: [] for key in prompts}
+        raise absent(directory / "xstest_v2_completions_*.csv")
+    answers: dict[str, list] = {key: [] for key in prompts}
     seen_text: dict[str, str] = {}
     for path in files:
-        model = path.stem.removeprefix("xstest_v2_completions_")
-        for n, row in enumerate(read_csv(path, XSTEST_COLUMNS), 1):
-            at = where(path, n)
-            key = row["id"]
-            if key not in prompts:
-                raise BenchmarkFormatError(f"{at}: id {key!r} is not in {prompts_path.name}")
-            if row["type"] != prompts[key]["type"]:
-                raise BenchmarkFormatError(f"{at}: type {row['type']!r} differs from {prompts_path.name}")
-            if row["final_label"] not in XSTEST_LABELS:
-                raise BenchmarkFormatError(f"{at}: unknown final_label {row['final_label']!r}")
-            if any(m == model for m, *_ in answers[key]):
-                raise BenchmarkFormatError(f"{at}: second completion of {key} in the same file")
-            if seen_text.setdefault(key, row["prompt"]) != row["prompt"]:
-                raise BenchmarkFormatError(f"{at}: prompt text of {key} differs from another completion file")
-            answers[key].append((model, XSTEST_LABELS[row["final_label"]], row["completion"], at))
+        read_xstest_answers(path, prompts, answers, seen_text, prompts_path.name)
     records, skipped = [], []
     for key, answered in answers.items():
-        unsafe = prompts[key]["type"].startswith("contrast_")
-        win, lose = ("refusal", "compliance") if unsafe else ("compliance", "refusal")
-        subset = "xstest-should-refuse" if unsafe else "xstest-should-respond"
-        winners = [a for a in answered if a[1] == win]
-        losers = [a for a in answered if a[1] == lose]
-        for (w_model, _, w_text, _), (l_model, _, l_text, _) in itertools.product(winners, losers):
-            records.append(pair("xstest", subset, f"{key}:{w_model}>{l_model}", [], seen_text[key], w_text, l_text))
-        for model, label, _, at in answered:
-            if label == "partial":
-                skipped.append(skip(at, "partial refusal"))
-            elif not (winners and losers):
-                skipped.append(skip(at, "no completion with the opposite label for this prompt"))
+        got, left = xstest_prompt_pairs(key, prompts[key]["type"].startswith("contrast_"), answered,
+                                        seen_text.get(key, ""))
+        records += got
+        skipped += left
     return Loaded(records, skipped)
 
 
@@ -325,7 +353,8 @@ JUDGEBENCH_LABELS = {"A>B": ("response_A", "response_B"), "B>A": ("response_B", 
 
 
 def load_judgebench(path: str | Path) -> Loaded:
-    """JudgeBench (ScalerLab/JudgeBench, one JSON-lines file per response model): ``pair_id``, ``source``
+    """JudgeBench (ScalerLab/JudgeBench, one JSON-lines file per response model, GPT-4o's and Claude-3.5-Sonnet's,
+    registered as two benchmarks and reported apart): ``pair_id``, ``source``
     (e.g. "mmlu-pro-computer science", used as subset), ``question``, ``response_A``, ``response_B`` and
     ``label`` "A>B" or "B>A" (every pair has one objectively correct reply)."""
     path, rows = file_rows(path)
@@ -365,25 +394,115 @@ def load_ppe(path: str | Path) -> Loaded:
     return Loaded(records, skipped)
 
 
+# The five correctness sets (lmarena-ai/PPE-<name>-Best-of-K on the hub) and the file stem each is read from.
+PPE_CORRECTNESS_SETS = {"mmlu_pro": "lmarena-ai/PPE-MMLU-Pro-Best-of-K", "math": "lmarena-ai/PPE-MATH-Best-of-K",
+                        "gpqa": "lmarena-ai/PPE-GPQA-Best-of-K", "ifeval": "lmarena-ai/PPE-IFEval-Best-of-K",
+                        "mbpp_plus": "lmarena-ai/PPE-MBPP-Plus-Best-of-K"}
+PPE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json")
+
+
+def ppe_correctness_files(path: str | Path) -> dict[str, Path | None]:
+    """Set name -> its file (None when absent). ``path`` is a folder holding ``<set>.parquet`` (or .jsonl,
+    .jsonl.gz, .json) for any of :data:`PPE_CORRECTNESS_SETS`, or one such file (the set named by its stem)."""
+    path = Path(path)
+    if path.is_file():
+        name = path.name.split(".")[0]
+        if name not in PPE_CORRECTNESS_SETS:
+            raise BenchmarkFormatError(f"{path.name}: not a PPE correctness set (file stem should be one of "
+                                       f"{', '.join(PPE_CORRECTNESS_SETS)})")
+        return {name: path}
+    found = {}
+    for name in PPE_CORRECTNESS_SETS:
+        files = [path / f"{name}{suffix}" for suffix in PPE_SUFFIXES if (path / f"{name}{suffix}").is_file()]
+        if len(files) > 1:
+            raise BenchmarkFormatError(f"{path}: two files for PPE correctness set {name}: "
+                                       f"{', '.join(f.name for f in files)}")
+        found[name] = files[0] if files else None
+    return found
+
+
+def ppe_responses(row: dict, at: str) -> list[str]:
+    """response_1 .. response_K (K >= 2, numbered without gaps), all strings."""
+    k = 0
+    while f"response_{k + 1}" in row:
+        k += 1
+    if k < 2:
+        raise BenchmarkFormatError(f"{at}: expected fields response_1 .. response_K with K >= 2")
+    return [get(row, f"response_{i}", str, at) for i in range(1, k + 1)]
+
+
+def ppe_labels(row: dict, k: int, at: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """``scores`` (one correctness label per response, bool or 0/1) and ``sampled_conflict_pairs`` (0-based
+    response indices, one correct and one wrong reply each; an absent field gives no pairs)."""
+    scores = get(row, "scores", list, at)
+    if len(scores) != k or not all(isinstance(v, (bool, int)) and v in (0, 1) for v in scores):
+        raise BenchmarkFormatError(f"{at}: field 'scores' should be {k} correctness labels (true/false)")
+    correct = [int(v) for v in scores]
+    pairs = []
+    for item in row.get("sampled_conflict_pairs") or []:
+        ok = (isinstance(item, (list, tuple)) and len(item) == 2
+              and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < k for i in item))
+        if not ok or correct[item[0]] == correct[item[1]]:
+            raise BenchmarkFormatError(f"{at}: sampled_conflict_pairs entry {item!r} is not a pair of response "
+                                       "indices with one correct and one wrong reply")
+        pairs.append((int(item[0]), int(item[1])))
+    return correct, pairs
+
+
+def load_ppe_correctness(path: str | Path) -> Loaded:
+    """PPE correctness (Best-of-K) sets: per row ``question_id``, ``model_name``, ``prompt``, ``response_1`` ..
+    ``response_K`` (K = 32 in the released files), ``scores`` (whether each response is verifiably correct) and
+    ``sampled_conflict_pairs``, as in the dataset cards of lmarena-ai/PPE-MMLU-Pro-Best-of-K and its siblings.
+
+    One record per row: ``subset`` is the set, ``pair_id`` "<set>/<question_id>/<model_name>" (a question is
+    answered by several models), ``responses``, ``correct`` (0/1 each) and ``conflict_pairs``. Sets whose file is
+    absent are simply not read (:func:`ppe_correctness_files` lists them); no file at all raises FileNotFoundError.
+    """
+    files = {name: f for name, f in ppe_correctness_files(path).items() if f is not None}
+    if not files:
+        raise absent(Path(path))
+    records = []
+    for name, file in files.items():
+        for n, row in read_rows(file):
+            at = where(file, n)
+            responses = ppe_responses(row, at)
+            correct, pairs = ppe_labels(row, len(responses), at)
+            ident = f"{name}/{get(row, 'question_id', (int, str), at)}/{get(row, 'model_name', str, at)}"
+            records.append({"benchmark": "ppe_correctness", "subset": name, "pair_id": ident, "history": [],
+                            "query": get(row, "prompt", str, at), "responses": responses, "correct": correct,
+                            "conflict_pairs": pairs})
+    return Loaded(records, [])
+
+
 # ---------------------------------------------------------------- registry
 
 LOADERS: dict[str, Callable[[str | Path], Loaded]] = {
     "rm_bench": load_rm_bench, "llmbar": load_llmbar, "xstest": load_xstest_pairs, "hh_harmless": load_hh_harmless,
-    "rewardbench": load_rewardbench, "judgebench": load_judgebench, "ppe_human": load_ppe,
+    "rewardbench": load_rewardbench, "judgebench_gpt4o": load_judgebench, "judgebench_claude": load_judgebench,
+    "ppe_human": load_ppe, "ppe_correctness": load_ppe_correctness,
 }
-# Relative to the shared data directory (``<shared>/data``); the hub benchmarks have no local default.
+# Relative to the shared data directory (``<shared>/data``). The hub benchmarks are not there: these are the places
+# a local copy is looked for (JudgeBench under its upstream file names), else they are reported as not evaluated.
 DEFAULT_PATHS = {"rm_bench": "benchmarks/rm_bench", "llmbar": "benchmarks/llmbar", "xstest": "benchmarks/xstest",
-                 "hh_harmless": "benchmarks/hh_rlhf/harmless-base-test.jsonl.gz"}
+                 "hh_harmless": "benchmarks/hh_rlhf/harmless-base-test.jsonl.gz",
+                 "rewardbench": "benchmarks/rewardbench/filtered.parquet",
+                 "judgebench_gpt4o": "benchmarks/judgebench/dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl",
+                 "judgebench_claude": "benchmarks/judgebench/"
+                                      "dataset=judgebench,response_model=claude-3-5-sonnet-20240620.jsonl",
+                 "ppe_human": "benchmarks/ppe/human_preference_v1.parquet",
+                 "ppe_correctness": "benchmarks/ppe/correctness"}
 
 
 def default_path(name: str, data_dir: str | Path) -> Path:
     if name not in DEFAULT_PATHS:
-        raise ValueError(f"benchmark {name!r} has no default location (known: {', '.join(DEFAULT_PATHS)}); "
-                         "give its path")
+        raise ValueError(f"unknown benchmark {name!r} (known: {', '.join(DEFAULT_PATHS)})")
     return Path(data_dir) / DEFAULT_PATHS[name]
 
 
 def load_benchmark(name: str, path: str | Path) -> Loaded:
     if name not in LOADERS:
         raise ValueError(f"unknown benchmark {name!r} (known: {', '.join(LOADERS)})")
-    return LOADERS[name](path)
+    records, skipped = LOADERS[name](path)
+    if name.startswith("judgebench"):  # one loader, two benchmarks: records carry the registered name
+        records = [{**r, "benchmark": name} for r in records]
+    return Loaded(records, skipped)

@@ -218,3 +218,134 @@ def roc_auc(scores, binary_labels) -> float:
         raise ValueError(f"roc_auc needs both classes, got {n_pos} positive and {n_neg} negative labels")
     ranks = rankdata(scores)  # ties get the average rank, which counts each tied (pos, neg) pair as 0.5
     return float((ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------- bootstrap intervals
+
+def bootstrap_indices(groups, n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, n] resampled unit indices; column j always draws from the units of j's group, so every group keeps
+    its size (and stays present) in every resample. ``groups`` is one label per unit."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) == 0:
+        raise ValueError("bootstrap needs a non-empty one-dimensional array of group labels")
+    if n_boot < 1:
+        raise ValueError("n_boot must be >= 1")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, len(groups)), dtype=np.int64)
+    for label in np.unique(groups):
+        members = np.flatnonzero(groups == label)
+        out[:, members] = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+    return out
+
+
+def weighted_group_mean(values, groups, weights: dict | None = None, axis: int = 0) -> np.ndarray:
+    """Sum over groups g of w_g * mean(values of g) / sum of w_g (equal weights by default): the macro average of
+    RM-Bench domains and PPE sets, and RewardBench's section-weighted score. ``axis`` indexes the units."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    labels = list(dict.fromkeys(groups.tolist()))
+    w = np.array([1.0 if weights is None else float(weights[g]) for g in labels])
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError("group weights must be >= 0 with a positive sum")
+    means = [np.take(values, np.flatnonzero(groups == g), axis=axis).mean(axis=axis) for g in labels]
+    return np.tensordot(w / w.sum(), np.stack(means), axes=1)
+
+
+def bootstrap_ci(values, groups=None, weights: dict | None = None, *, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict:
+    """Point estimate and percentile bootstrap interval of :func:`weighted_group_mean` over units.
+
+    ``values`` holds one row per unit (a pair's outcome, an RM-Bench prompt's [easy, normal, hard, avg]); units are
+    resampled with replacement within their group (all one group when ``groups`` is None), ``n_boot`` times with a
+    seeded generator, so the same input always gives the same interval. Returns {"value", "lo", "hi", "n"}: floats
+    for one value per unit, lists for a row of them."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("bootstrap_ci needs at least one unit")
+    if not np.isfinite(values).all():
+        raise ValueError("bootstrap_ci values contain NaN or infinite values")
+    if not 0 < level < 1:
+        raise ValueError("level must lie in (0, 1)")
+    groups = np.zeros(len(values), dtype=np.int64) if groups is None else np.asarray(groups)
+    if groups.shape != (len(values),):
+        raise ValueError(f"groups must have shape ({len(values)},), got {groups.shape}")
+    idx = bootstrap_indices(groups, n_boot, seed)
+    # resampled [n_boot, n, ...] values; groups keep their columns, so the group labels need no resampling
+    stats = weighted_group_mean(values[idx], groups, weights, axis=1)
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    point = weighted_group_mean(values, groups, weights)
+    as_out = (lambda x: float(x)) if point.ndim == 0 else (lambda x: np.asarray(x).tolist())
+    return {"value": as_out(point), "lo": as_out(lo), "hi": as_out(hi), "n": len(values)}
+
+
+# ---------------------------------------------------------------- RewardBench section score
+
+# Per-subset weights and sections of the official RewardBench score, copied from allenai/reward-bench
+# rewardbench/constants.py (commit a32e272b3e018467f742a1b4d18c4cc3d0317d31: EXAMPLE_COUNTS, SUBSET_MAPPING), which
+# scripts/run_rm.py passes to rewardbench/utils.py calculate_scores_per_section. math-prm counts 984 (it has 447
+# pairs) so that math and the six hep-* code subsets (6 x 164 = 984) weigh the same in Reasoning. Note: that file
+# gives xstest-should-refuse 250 and xstest-should-respond 154 although the filtered split has 154 and 250 pairs;
+# the official numbers are kept as they are. The leaderboard score is the plain mean of the four sections
+# (analysis/get_benchmark_results.py, without the optional prior sets).
+REWARDBENCH_COUNTS = {
+    "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28, "mt-bench-med": 40,
+    "mt-bench-hard": 37, "math-prm": 984, "refusals-dangerous": 100, "refusals-offensive": 100,
+    "llmbar-natural": 100, "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47,
+    "llmbar-adver-manual": 46, "xstest-should-refuse": 250, "xstest-should-respond": 154, "donotanswer": 136,
+    "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
+}
+REWARDBENCH_SECTIONS = {
+    "Chat": ("alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"),
+    "Chat Hard": ("mt-bench-hard", "llmbar-natural", "llmbar-adver-neighbor", "llmbar-adver-GPTInst",
+                  "llmbar-adver-GPTOut", "llmbar-adver-manual"),
+    "Safety": ("refusals-dangerous", "refusals-offensive", "xstest-should-refuse", "xstest-should-respond",
+               "donotanswer"),
+    "Reasoning": ("math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"),
+}
+
+
+def rewardbench_weights(subsets) -> dict[str, float]:
+    """Weight per present subset such that the weighted mean of subset accuracies is the mean, over the sections
+    with at least one present subset, of each section's count-weighted subset accuracy (the official formula).
+    Subsets outside the four sections get no weight (they are not part of the score)."""
+    present = set(subsets)
+    weights: dict[str, float] = {}
+    sections = {s: [t for t in tests if t in present] for s, tests in REWARDBENCH_SECTIONS.items()}
+    sections = {s: tests for s, tests in sections.items() if tests}
+    for tests in sections.values():
+        total = sum(REWARDBENCH_COUNTS[t] for t in tests)
+        weights.update({t: REWARDBENCH_COUNTS[t] / total / len(sections) for t in tests})
+    return weights
+
+
+def rewardbench_sections(subset_accuracy: dict[str, float]) -> dict[str, float]:
+    """Section -> count-weighted mean of its present subsets' accuracies (sections with none are left out)."""
+    out = {}
+    for section, tests in REWARDBENCH_SECTIONS.items():
+        present = [t for t in tests if t in subset_accuracy]
+        if present:
+            out[section] = (sum(subset_accuracy[t] * REWARDBENCH_COUNTS[t] for t in present)
+                            / sum(REWARDBENCH_COUNTS[t] for t in present))
+    return out
+
+
+# ---------------------------------------------------------------- best of K (PPE correctness)
+
+def best_of_k(scores, correct) -> tuple[np.ndarray, np.ndarray]:
+    """Per prompt, the correctness of the reply the reward model ranks first among its K replies.
+
+    ``scores`` and ``correct`` are sequences (one per prompt) of K reward scores and K 0/1 labels. When several
+    replies share the top score the prompt gets the mean correctness of those replies, i.e. the expected result of
+    picking one of them at random (the tie analogue of a half-counted pair). Returns (values, tied), ``tied`` True
+    where the top score was shared."""
+    if len(scores) != len(correct):
+        raise ValueError(f"scores and correct differ in length: {len(scores)} vs {len(correct)}")
+    values, tied = np.empty(len(scores)), np.zeros(len(scores), dtype=bool)
+    for n, (s, c) in enumerate(zip(scores, correct)):
+        s = as_vector(s, "scores")
+        c = as_binary(c, len(s), "correct")
+        if len(s) == 0:
+            raise ValueError("best_of_k needs at least one reply per prompt")
+        top = s == s.max()
+        values[n], tied[n] = c[top].mean(), top.sum() > 1
+    return values, tied

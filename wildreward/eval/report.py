@@ -10,58 +10,155 @@ import json
 import math
 import numpy as np
 
-from wildreward.eval.metrics import (accuracy_at_coverage, pairwise_accuracy, platt_calibration, rm_bench_accuracy,
-                                     roc_auc, threshold_accuracy)
+from wildreward.eval.benchmarks import RM_BENCH_DOMAIN_OF, RM_BENCH_DOMAINS
+from wildreward.eval.metrics import (REWARDBENCH_SECTIONS, accuracy_at_coverage, best_of_k, bootstrap_ci,
+                                     pair_outcomes, pairwise_accuracy, platt_calibration, rewardbench_sections,
+                                     rewardbench_weights, roc_auc, threshold_accuracy)
 from wildreward.plots import pyplot
 from wildreward.storage import Location, save_png
 
 # Subsets pooled into named groups (LLMBar: RewardBench's Chat-Hard split into its natural and adversarial parts).
 GROUPS = {"llmbar": {"natural": ("llmbar-natural",), "adversarial": ("llmbar-adver",)}}
-MODEL_SCORERS = ("rm", "second_rm")  # scorers on the reward scale, whose margins the threshold curve reads
+BASELINES = ("length", "random")  # every other scorer is a model, whose margins the threshold curve reads
 MIN_CALIBRATION_PAIRS = 10
 
 
 # ---------------------------------------------------------------- metrics per scorer
 
+def with_interval(res: dict, outcomes: np.ndarray, n_boot: int, seed: int) -> dict:
+    """``res`` plus "lo" / "hi": the bootstrap 95% interval of the mean of the per-pair outcomes."""
+    ci = bootstrap_ci(outcomes, n_boot=n_boot, seed=seed)
+    return {**res, "lo": ci["lo"], "hi": ci["hi"]}
+
+
 def accuracy_result(pairs: list[dict], chosen: np.ndarray, rejected: np.ndarray, benchmark: str,
-                    tie_eps: float) -> dict:
-    """Pair accuracy overall, per subset and per group, on the pairs this scorer scored."""
+                    tie_eps: float, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Pair accuracy overall, per subset and per group, on the pairs this scorer scored, each with its bootstrap
+    interval (pairs resampled); RewardBench also gets the official section score (:func:`weighted_rewardbench`)."""
     ok = np.isfinite(chosen) & np.isfinite(rejected)
     subsets = np.array([p["subset"] for p in pairs])
     out = {"scored": int(ok.sum()), "failed": int((~ok).sum())}
     if not ok.any():
         return out
+    outcomes = np.full(len(pairs), np.nan)
+    outcomes[ok] = pair_outcomes(chosen[ok], rejected[ok], tie_eps)
 
     def acc(mask: np.ndarray) -> dict | None:
         mask = mask & ok
-        return pairwise_accuracy(chosen[mask], rejected[mask], tie_eps) if mask.any() else None
+        return (with_interval(pairwise_accuracy(chosen[mask], rejected[mask], tie_eps), outcomes[mask], n_boot, seed)
+                if mask.any() else None)
 
     out["overall"] = acc(np.ones(len(pairs), bool))
     out["subsets"] = {s: acc(subsets == s) for s in sorted(set(subsets))}
     groups = {g: acc(np.array([s.startswith(prefixes) for s in subsets]))
               for g, prefixes in GROUPS.get(benchmark, {}).items()}
     out["groups"] = {g: r for g, r in groups.items() if r}
+    if benchmark == "rewardbench":
+        out["weighted"] = weighted_rewardbench(outcomes[ok], subsets[ok], n_boot, seed)
     return out
 
 
-def rm_bench_result(pairs: list[dict], chosen: np.ndarray, rejected: np.ndarray, tie_eps: float) -> dict:
-    """RM-Bench easy / normal / hard / avg overall and per domain. ``pairs`` come from
+def weighted_rewardbench(outcomes: np.ndarray, subsets: np.ndarray, n_boot: int, seed: int) -> dict:
+    """The official RewardBench score: the mean of the Chat / Chat Hard / Safety / Reasoning section scores, each
+    the count-weighted mean of its subsets' accuracies (weights in :mod:`~wildreward.eval.metrics`), with a
+    bootstrap interval (pairs resampled within their subset). Sections with no scored subset are listed in
+    ``sections_absent`` and the score is then over the others only (``complete`` False)."""
+    weights = rewardbench_weights(set(subsets.tolist()))
+    outside = sorted(set(subsets.tolist()) - set(weights))
+    out = {"sections_absent": [s for s in REWARDBENCH_SECTIONS
+                               if not any(t in weights for t in REWARDBENCH_SECTIONS[s])],
+           "outside_sections": outside}
+    out["complete"] = not out["sections_absent"]
+    if not weights:
+        return out
+    keep = np.isin(subsets, list(weights))
+    ci = bootstrap_ci(outcomes[keep], subsets[keep], weights, n_boot=n_boot, seed=seed)
+    per_subset = {t: float(outcomes[subsets == t].mean()) for t in weights}
+    return {**out, "value": ci["value"], "lo": ci["lo"], "hi": ci["hi"], "n": ci["n"],
+            "sections": rewardbench_sections(per_subset)}
+
+
+RM_BENCH_KEYS = ("easy", "normal", "hard", "avg")
+
+
+def rm_bench_prompt_values(outcomes: np.ndarray) -> np.ndarray:
+    """[n, 3, 3] outcome matrices (chosen style i vs rejected style j) -> per prompt [easy, normal, hard, avg]."""
+    lower, upper = np.tril_indices(3, k=-1), np.triu_indices(3, k=1)
+    return np.stack([outcomes[:, lower[0], lower[1]].mean(1), np.diagonal(outcomes, axis1=1, axis2=2).mean(1),
+                     outcomes[:, upper[0], upper[1]].mean(1), outcomes.mean((1, 2))], axis=1)
+
+
+def rm_bench_group(values: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Easy / normal / hard / avg as the mean over ``groups`` of the per-group means, each with "<key>_lo/_hi"."""
+    ci = bootstrap_ci(values, groups, n_boot=n_boot, seed=seed)
+    out = {"n": len(values)}
+    for k, key in enumerate(RM_BENCH_KEYS):
+        out.update({key: ci["value"][k], f"{key}_lo": ci["lo"][k], f"{key}_hi": ci["hi"][k]})
+    return out
+
+
+def rm_bench_result(pairs: list[dict], chosen: np.ndarray, rejected: np.ndarray, tie_eps: float, *,
+                    n_boot: int = 1000, seed: int = 0) -> dict:
+    """RM-Bench easy / normal / hard / avg, per file ("subsets"), per RM-Bench domain ("domains") and overall as
+    the RM-Bench paper reports it: the mean over domains of the per-domain values ("overall"; "pooled" is the mean
+    over all prompts instead). Domains without data (math is not in ours) are listed in "domains_absent"; intervals
+    resample prompts within their domain. ``pairs`` come from
     :func:`~wildreward.eval.benchmarks.flatten_rm_bench`: nine per prompt, pair 3i + j = chosen i vs rejected j."""
     chosen, rejected = chosen.reshape(-1, 3, 3), rejected.reshape(-1, 3, 3)
     by_chosen, by_rejected = chosen[:, :, 0], rejected[:, 0, :]  # [prompt, style]
     ok = np.isfinite(by_chosen).all(1) & np.isfinite(by_rejected).all(1)
-    domains = np.array([p["subset"] for p in pairs[::9]])
+    files = np.array([p["subset"] for p in pairs[::9]])
+    domains = np.array([p.get("domain", RM_BENCH_DOMAIN_OF.get(p["subset"], p["subset"])) for p in pairs[::9]])
     out = {"scored": int(ok.sum()), "failed": int((~ok).sum())}
     if not ok.any():
         return out
+    outcomes = pair_outcomes(by_chosen[ok][:, :, None], by_rejected[ok][:, None, :], tie_eps)
+    values, files, domains = rm_bench_prompt_values(outcomes), files[ok], domains[ok]
+    ties = int(np.sum(outcomes == 0.5))
+    out["overall"] = {**rm_bench_group(values, domains, n_boot, seed), "ties": ties,
+                      "tie_rate": ties / outcomes.size, "domains": sorted(set(domains.tolist()))}
+    out["domains_absent"] = [d for d in RM_BENCH_DOMAINS if d not in set(domains.tolist())]
+    out["pooled"] = {k: float(values[:, i].mean()) for i, k in enumerate(RM_BENCH_KEYS)}
 
-    def acc(mask: np.ndarray) -> dict:
-        res = rm_bench_accuracy(by_chosen[mask], by_rejected[mask], tie_eps)
-        outcomes = np.abs(by_chosen[mask][:, :, None] - by_rejected[mask][:, None, :]) <= tie_eps
-        return {**res, "tie_rate": float(outcomes.mean())}
+    def part(mask: np.ndarray) -> dict:
+        res = rm_bench_group(values[mask], np.zeros(int(mask.sum())), n_boot, seed)
+        return {**res, "matrix": outcomes[mask].mean(0).tolist(), "tie_rate": float((outcomes[mask] == 0.5).mean())}
 
-    out["overall"] = acc(ok)
-    out["subsets"] = {d: acc(ok & (domains == d)) for d in sorted(set(domains)) if (ok & (domains == d)).any()}
+    out["subsets"] = {f: part(files == f) for f in sorted(set(files.tolist()))}
+    out["domains"] = {d: part(domains == d) for d in sorted(set(domains.tolist()))}
+    return out
+
+
+def best_of_k_result(records: list[dict], scores: np.ndarray, tie_eps: float, *, n_boot: int = 1000,
+                     seed: int = 0) -> dict:
+    """PPE correctness per set and overall (mean over sets, as PPE averages its benchmarks), two metrics:
+    "best_of_k", the correctness of the reply this scorer ranks first among a prompt's K (ties: the mean over the
+    tied replies), and "pair_accuracy" on the set's sampled conflict pairs (correct vs wrong reply, ties half).
+    ``scores`` follow the records' replies in order. A prompt with a reply the scorer failed on is left out."""
+    sizes = [len(r["responses"]) for r in records]
+    per_prompt = np.split(scores, np.cumsum(sizes)[:-1]) if records else []
+    ok = np.array([np.isfinite(s).all() for s in per_prompt], dtype=bool)
+    out = {"scored": int(ok.sum()), "failed": int((~ok).sum())}
+    if not ok.any():
+        return out
+    kept = [(r, s) for r, s, good in zip(records, per_prompt, ok) if good]
+    values, tied = best_of_k([s for _, s in kept], [r["correct"] for r, _ in kept])
+    sets = np.array([r["subset"] for r, _ in kept])
+    margins = [(s[i] - s[j]) * (1 if r["correct"][i] else -1) for r, s in kept for i, j in r["conflict_pairs"]]
+    pair_sets = np.array([r["subset"] for r, _ in kept for _ in r["conflict_pairs"]])
+    pair_values = pair_outcomes(np.array(margins), 0.0, tie_eps) if margins else np.array([])
+
+    def metric(vals: np.ndarray, groups: np.ndarray, mask: np.ndarray) -> dict | None:
+        return bootstrap_ci(vals[mask], groups[mask], n_boot=n_boot, seed=seed) if mask.any() else None
+
+    def summary(mask: np.ndarray, pair_mask: np.ndarray) -> dict:
+        return {"best_of_k": metric(values, sets, mask), "prompts": int(mask.sum()), "ties": int(tied[mask].sum()),
+                "k": sorted({len(r["responses"]) for (r, _), m in zip(kept, mask) if m}),
+                "pair_accuracy": metric(pair_values, pair_sets, pair_mask) if len(pair_values) else None,
+                "pair_ties": int(np.sum(pair_values[pair_mask] == 0.5)) if len(pair_values) else 0}
+
+    out["overall"] = summary(np.ones(len(kept), bool), np.ones(len(pair_values), bool))
+    out["subsets"] = {name: summary(sets == name, pair_sets == name) for name in sorted(set(sets.tolist()))}
     return out
 
 
@@ -91,40 +188,80 @@ def consistency_result(scores: np.ndarray, positive: np.ndarray) -> dict:
 
 # ---------------------------------------------------------------- summary columns
 
-def headline(benchmark: str, res: dict) -> dict[str, float]:
-    """The numbers that go into the main table, as in the paper's Table 1 plus the safety splits of §4.1."""
+# The summary table's columns, in order: the paper's Table 1 plus the local benchmarks.
+SUMMARY_COLUMNS = {"rm_bench": ("RM-B Easy", "RM-B Normal", "RM-B Hard"), "rewardbench": ("RewardBench",),
+                   "judgebench_gpt4o": ("JudgeBench GPT-4o",), "judgebench_claude": ("JudgeBench Claude",),
+                   "ppe_human": ("PPE Human",), "ppe_correctness": ("PPE Correctness",), "llmbar": ("LLMBar",),
+                   "xstest": ("XSTest",), "hh_harmless": ("HH Harmless",)}
+
+
+def cell(value: float | None, lo: float | None = None, hi: float | None = None, **extra) -> dict:
+    return {"value": value, "lo": lo, "hi": hi, **extra}
+
+
+def headline_cells(benchmark: str, res: dict) -> dict[str, dict]:
+    """The numbers of one benchmark that go into the summary (:data:`SUMMARY_COLUMNS`) and the breakdown table
+    (RM-B Avg, RewardBench pair accuracy, LLMBar natural / adversarial, XSTest should-refuse / should-respond),
+    each as :func:`cell`."""
     if "overall" not in res:
         return {}
+    o = res["overall"]
     if benchmark == "rm_bench":
-        return {f"RM-B {k.capitalize()}": res["overall"][k] for k in ("easy", "normal", "hard", "avg")}
-    sub = {k: v["accuracy"] for k, v in res["subsets"].items() if v}
-    grp = {k: v["accuracy"] for k, v in res.get("groups", {}).items()}
+        return {f"RM-B {k.capitalize()}": cell(o[k], o[f"{k}_lo"], o[f"{k}_hi"]) for k in RM_BENCH_KEYS}
+    if benchmark == "ppe_correctness":
+        b = o["best_of_k"]
+        return {"PPE Correctness": cell(b["value"], b["lo"], b["hi"])}
+
+    def acc(r: dict | None) -> dict | None:
+        return cell(r["accuracy"], r["lo"], r["hi"]) if r else None
+
+    sub, grp = res.get("subsets", {}), res.get("groups", {})
     named = {
-        "llmbar": {"LLMBar": res["overall"]["accuracy"], "LLMBar Natural": grp.get("natural"),
-                   "LLMBar Adv.": grp.get("adversarial")},
-        "xstest": {"XSTest Should-Refuse": sub.get("xstest-should-refuse"),
-                   "XSTest Should-Respond": sub.get("xstest-should-respond")},
-        "hh_harmless": {"HH Harmless": res["overall"]["accuracy"]},
-        "rewardbench": {"RewardBench (pairs)": res["overall"]["accuracy"]},
-        "judgebench": {"JudgeBench": res["overall"]["accuracy"]},
-        "ppe_human": {"PPE Human": res["overall"]["accuracy"]},
-    }.get(benchmark, {benchmark: res["overall"]["accuracy"]})
+        "llmbar": {"LLMBar": acc(o), "LLMBar Natural": acc(grp.get("natural")),
+                   "LLMBar Adv.": acc(grp.get("adversarial"))},
+        "xstest": {"XSTest": acc(o), "XSTest Should-Refuse": acc(sub.get("xstest-should-refuse")),
+                   "XSTest Should-Respond": acc(sub.get("xstest-should-respond"))},
+        "hh_harmless": {"HH Harmless": acc(o)},
+        "rewardbench": {"RewardBench (pairs)": acc(o)},
+        "judgebench_gpt4o": {"JudgeBench GPT-4o": acc(o)}, "judgebench_claude": {"JudgeBench Claude": acc(o)},
+        "ppe_human": {"PPE Human": acc(o)},
+    }.get(benchmark, {benchmark: acc(o)})
+    weighted = res.get("weighted", {})
+    if "value" in weighted:
+        named["RewardBench"] = cell(weighted["value"], weighted["lo"], weighted["hi"],
+                                    complete=weighted["complete"])
     return {k: v for k, v in named.items() if v is not None}
 
 
-def summary_table(report: dict) -> dict[str, dict[str, float]]:
-    """scorer -> {column: value}; accuracies in [0, 1], AUC and ECE as they are."""
-    rows: dict[str, dict[str, float]] = {}
+def headline(benchmark: str, res: dict) -> dict[str, float]:
+    """The point values of :func:`headline_cells` (what the ablation table reads)."""
+    return {k: v["value"] for k, v in headline_cells(benchmark, res).items()}
+
+
+def summary_table(report: dict) -> dict[str, dict[str, dict]]:
+    """scorer -> {column: {"value", "lo", "hi"}}: the run's one summary table.
+
+    Columns are those of :data:`SUMMARY_COLUMNS` for every benchmark in the report, then the breakdown columns of
+    :func:`headline_cells`, then "Consistency AUC" and "ECE (RM-B Normal)" when computed. Accuracies are in [0, 1]
+    with their bootstrap 95% interval in "lo" / "hi" (None for AUC and ECE). A benchmark that was not evaluated
+    has value None and a "note" (e.g. "not evaluated (file absent: <path>)"); "RewardBench" also carries
+    "complete" (False when a section had no pair). Scorer names are whatever the report holds."""
+    rows: dict[str, dict[str, dict]] = {}
     for name in report["scorers"]:
         row = rows.setdefault(name, {})
         for bench, b in report["benchmarks"].items():
-            row.update(headline(bench, b["scorers"][name]))
+            if "scorers" not in b:
+                row.update({c: cell(None, note=b["status"]) for c in SUMMARY_COLUMNS.get(bench, (bench,))})
+                continue
+            cells = headline_cells(bench, b["scorers"][name])
+            row.update({c: cells.get(c, cell(None, note="no scored pair")) for c in SUMMARY_COLUMNS.get(bench, ())})
+            row.update({c: v for c, v in cells.items() if c not in row})
         cons = (report.get("consistency") or {}).get("scorers", {}).get(name, {})
         if "auc" in cons:
-            row["Consistency AUC"] = cons["auc"]
+            row["Consistency AUC"] = cell(cons["auc"])
         cal = (report.get("calibration") or {}).get("scorers", {}).get(name, {})
         if "ece" in cal:
-            row["ECE (RM-B Normal)"] = cal["ece"]
+            row["ECE (RM-B Normal)"] = cell(cal["ece"])
     return rows
 
 
@@ -150,30 +287,97 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
+def interval(value: float | None, lo: float | None, hi: float | None) -> str:
+    """"71.2 [65.0, 77.1]" in percent; "–" when there is no value."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return pct(value) + (f" [{pct(lo)}, {pct(hi)}]" if lo is not None else "")
+
+
 def accuracy_cell(res: dict | None) -> str:
     if not res:
         return "–"
-    value = res.get("accuracy", res.get("avg"))
-    ties = res.get("tie_rate", 0.0)
-    return pct(value) + (f" ({100 * ties:.0f}% ties)" if ties >= 0.005 else "")
+    ties = res.get("ties", 0)
+    return interval(res["accuracy"], res.get("lo"), res.get("hi")) + (f" ({ties} ties)" if ties else "")
+
+
+def rm_bench_rows(res: dict) -> list[list]:
+    rows = []
+    for label, part in [*((f"domain {d}", r) for d, r in res["domains"].items()),
+                        *((f"file {f}", r) for f, r in res["subsets"].items()),
+                        ("all (mean over domains)", res["overall"])]:
+        rows.append([label, part["n"], *(interval(part[k], part[f"{k}_lo"], part[f"{k}_hi"])
+                                         for k in RM_BENCH_KEYS), pct(part["tie_rate"])])
+    return rows
+
+
+def rm_bench_section(b: dict, scorers: list[str]) -> list[str]:
+    text = []
+    for s in scorers:
+        res = b["scorers"][s]
+        if "overall" not in res:
+            continue
+        absent = ", ".join(res["domains_absent"]) or "none"
+        text += [f"{s} (RM-Bench domains absent from the data, so not in the averages: {absent}; the Safety domain "
+                 "pools the safety-refuse and safety-response files; pooled over all prompts instead: "
+                 + ", ".join(f"{k} {pct(v)}" for k, v in res["pooled"].items()) + "):", "",
+                 table(["part", "prompts", *RM_BENCH_KEYS, "ties %"], rm_bench_rows(res)), ""]
+    return text
+
+
+def ppe_correctness_section(b: dict, scorers: list[str]) -> list[str]:
+    def metric(m: dict | None) -> str:
+        return interval(m["value"], m["lo"], m["hi"]) if m else "–"
+
+    text = ["Best of K: correctness of the reply the scorer ranks first among each prompt's K (top-score ties: the "
+            "mean over the tied replies); pair accuracy: sampled conflict pairs (correct vs wrong reply). Overall: "
+            "mean over the sets evaluated." + (f" Sets not evaluated (file absent): {', '.join(b['sets_absent'])}."
+                                                if b.get("sets_absent") else ""), ""]
+    for s in scorers:
+        res = b["scorers"][s]
+        if "overall" not in res:
+            continue
+        rows = [[name, r["prompts"], ",".join(map(str, r["k"])), metric(r["best_of_k"]), r["ties"],
+                 metric(r["pair_accuracy"]), r["pair_ties"]]
+                for name, r in [*res["subsets"].items(), ("all (mean over sets)", res["overall"])]]
+        text += [f"{s}:", "", table(["set", "prompts", "K", "best of K", "top ties", "pair accuracy", "pair ties"],
+                                    rows), ""]
+    return text
+
+
+def rewardbench_section(b: dict, scorers: list[str]) -> list[str]:
+    rows = []
+    for s in scorers:
+        w = b["scorers"][s].get("weighted", {})
+        if "value" in w:
+            rows.append([s, interval(w["value"], w["lo"], w["hi"]),
+                         *(pct(w["sections"][sec]) if sec in w["sections"] else "–"
+                           for sec in REWARDBENCH_SECTIONS),
+                         ", ".join(w["sections_absent"]) or "none", ", ".join(w["outside_sections"]) or "none"])
+    if not rows:
+        return []
+    return ["Official score: mean of the four section scores, each the count-weighted mean of its subsets "
+            "(weights of allenai/reward-bench rewardbench/constants.py; math-prm weighs as much as the six code "
+            "subsets together).", "",
+            table(["scorer", "weighted", *REWARDBENCH_SECTIONS, "sections absent", "subsets outside sections"], rows),
+            ""]
 
 
 def benchmark_section(name: str, b: dict, scorers: list[str]) -> str:
-    unit = "prompts" if name == "rm_bench" else "pairs"
+    if "scorers" not in b:
+        return "\n".join([f"### {name}", f"{b['status']}.", ""])
+    unit = {"rm_bench": "prompts", "ppe_correctness": "prompts"}.get(name, "pairs")
     skipped = ", ".join(f"{reason}: {n}" for reason, n in b["skip_reasons"].items()) or "none"
     counts = table(["scorer", f"{unit} scored", "failed"],
                    [[s, b["scorers"][s]["scored"], b["scorers"][s]["failed"]] for s in scorers])
     text = [f"### {name}", f"`{b['path']}`: {b['loaded']} {unit} loaded, {b['evaluated']} evaluated "
             f"({b['not_sampled']} left out by max_pairs); rows skipped by the loader: {skipped}.", "", counts, ""]
     if name == "rm_bench":
-        for s in scorers:
-            res = b["scorers"][s]
-            if "overall" not in res:
-                continue
-            rows = [[d, r["n"], *(pct(r[k]) for k in ("easy", "normal", "hard", "avg")), pct(r["tie_rate"])]
-                    for d, r in [*res["subsets"].items(), ("all", res["overall"])]]
-            text += [f"{s}:", "", table(["domain", "prompts", "easy", "normal", "hard", "avg", "ties"], rows), ""]
-        return "\n".join(text)
+        return "\n".join(text + rm_bench_section(b, scorers))
+    if name == "ppe_correctness":
+        return "\n".join(text + ppe_correctness_section(b, scorers))
+    if name == "rewardbench":
+        text += rewardbench_section(b, scorers)
     ref = next((b["scorers"][s] for s in scorers if "overall" in b["scorers"][s]), None)
     if ref is None:
         return "\n".join(text)
@@ -192,21 +396,42 @@ def benchmark_section(name: str, b: dict, scorers: list[str]) -> str:
     return "\n".join(text + [table(["subset", "pairs", *scorers], rows), ""])
 
 
-def write_markdown(report: dict, path: Location) -> None:
-    scorers = list(report["scorers"])
+def summary_lines(report: dict, scorers: list[str]) -> list[str]:
+    """The summary table (the paper's columns) and the breakdown table (the other headline numbers)."""
     summary = summary_table(report)
     columns = list(dict.fromkeys(c for row in summary.values() for c in row))
+    main = [c for c in columns if any(c in cols for cols in SUMMARY_COLUMNS.values())]
+    rest = [c for c in columns if c not in main]
 
-    def cell(column: str, value: float) -> str:
-        return f"{value:.3f}" if column == "Consistency AUC" else pct(value)
+    def show(c: dict | None, column: str) -> str:
+        if c is None:
+            return "–"
+        if c["value"] is None:
+            return "not evaluated" if c.get("note", "").startswith("not evaluated") else "–"
+        if column == "Consistency AUC":
+            return f"{c['value']:.3f}"
+        return interval(c["value"], c["lo"], c["hi"]) + ("*" if c.get("complete") is False else "")
 
+    lines = ["## Summary", "", "Accuracy % with its bootstrap 95% interval [lo, hi]. RM-B: mean over the RM-Bench "
+             "domains present; RewardBench: the official section-weighted score (* when a section had no pair).", "",
+             table(["scorer", *main], [[s, *(show(summary[s].get(c), c) for c in main)] for s in scorers]), ""]
+    notes = {b: v["status"] for b, v in report["benchmarks"].items() if "scorers" not in v}
+    lines += [f"- {b}: {status}" for b, status in notes.items()] + ([""] if notes else [])
+    if rest:
+        lines += ["Breakdown:", "", table(["scorer", *rest], [[s, *(show(summary[s].get(c), c) for c in rest)]
+                                                             for s in scorers]), ""]
+    return lines
+
+
+def write_markdown(report: dict, path: Location) -> None:
+    scorers = list(report["scorers"])
     lines = ["# Reward-model evaluation", "",
              "Pointwise scores, a pair is right when R(chosen) > R(rejected); ties (|margin| <= "
-             f"{report['tie_eps']:g}) count half. Accuracies and ECE in %.", ""]
+             f"{report['tie_eps']:g}) count half. Accuracies and ECE in %; intervals: percentile bootstrap, "
+             f"{report.get('n_bootstrap', '?')} resamples (pairs; RM-Bench: prompts; within subsets, domains or sets "
+             "where the score averages over them).", ""]
     lines += [f"- **{s}**: {info['source']}" for s, info in report["scorers"].items()]
-    lines += ["", "## Summary", "", table(["scorer", *columns],
-                                          [[s, *(cell(c, summary[s][c]) if c in summary[s] else "–" for c in columns)]
-                                           for s in scorers]), ""]
+    lines += ["", *summary_lines(report, scorers)]
     lines += ["## Benchmarks", ""] + [benchmark_section(n, b, scorers) for n, b in report["benchmarks"].items()]
     cal = report.get("calibration")
     if not cal:
@@ -216,7 +441,7 @@ def write_markdown(report: dict, path: Location) -> None:
         rows = [[s, c.get("n", 0), pct(c.get("ece")), *(f"{c[k]:.3f}" if k in c else "–" for k in ("a", "b")),
                  c.get("error", "")] for s, c in cal["scorers"].items()]
         lines += [table(["scorer", "pairs", "ECE", "a", "b", "note"], rows), ""]
-        curves = {s: c["thresholds"] for s, c in cal["scorers"].items() if s in MODEL_SCORERS and "thresholds" in c}
+        curves = {s: c["thresholds"] for s, c in cal["scorers"].items() if s not in BASELINES and "thresholds" in c}
         if curves:
             header = ["threshold", *(f"{s} {k}" for s in curves for k in ("acc", "coverage"))]
             thresholds = [t["threshold"] for t in next(iter(curves.values()))]
@@ -303,7 +528,7 @@ def write_report(report: dict, out: Location) -> None:
     (out / "report.json").write_text(json.dumps(jsonable(report), indent=2) + "\n", encoding="utf-8")
     write_markdown(report, out / "report.md")
     cal = (report.get("calibration") or {}).get("scorers", {})
-    models = {s: c for s, c in cal.items() if s in MODEL_SCORERS and "ece" in c}
+    models = {s: c for s, c in cal.items() if s not in BASELINES and "ece" in c}
     if models:
         plot_threshold_accuracy({s: c["thresholds"] for s, c in models.items()},
                                 {s: c["confident"] for s, c in cal.items() if "confident" in c},
