@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import SHARED, build_tiny_rm
+from tests.test_template import WITH_HISTORY
 from wildreward.config import ConfigError, load_config
 from wildreward.eval.config import EvalConfig, ScorerSpec
 from wildreward.eval.pipeline import run_eval
@@ -25,42 +26,17 @@ from wildreward.serve.client import RewardServiceError
 from wildreward.template import build_rm_text
 
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-HISTORY = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello, how can I help?"}]
+HISTORY = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]
 EXAMPLES = [
-    {"history": HISTORY, "query": "sort a list in python", "response": "use sorted(xs)"},
+    {"history": HISTORY, "query": "Sort [3,1,2] in Python", "response": "sorted([3, 1, 2])"},
     {"history": [], "query": "what is 2 + 2?", "response": "4, since two plus two makes four in base ten."},
     {"history": None, "query": "say hi", "response": "hi"},
 ]
 # EXAMPLES[0] rendered by CHAT_TEMPLATE, by hand.
-SCALAR_TEXT = ("<|user|>hi\n<|assistant|>hello, how can I help?\n<|user|>sort a list in python\n"
-               "<|assistant|>use sorted(xs)\n")
-# EXAMPLES[0] in the original WildReward template (paper.md §2.2), by hand: each history line ends with a newline,
-# so two blank lines come before "## User Query".
-RELEASE_TEXT = """# Task Description
-You are an expert conversation evaluator. Your task is to judge the **User's Satisfaction** with the Assistant's response based on the conversation context.
-Please rate the response on a scale of 1 to 5 integers.
-
-# Scoring Criteria
-[1] CLEARLY NEGATIVE / REJECTION
-[2] CORRECTION / ERROR POINTER (Negative)
-[3] NEUTRAL
-[4] POSITIVE ENGAGEMENT
-[5] CLEAR SATISFACTION
-
-# Input Data
-## Context (History)
-user: hi
-assistant: hello, how can I help?
-
-
-## User Query
-sort a list in python
-
-## Assistant Response
-use sorted(xs)
-
-# Output
-Based on the criteria above, please output ONLY the integer score (1, 2, 3, 4, or 5)."""  # noqa: E501
+SCALAR_TEXT = ("<|user|>hi\n<|assistant|>hello there\n<|user|>Sort [3,1,2] in Python\n"
+               "<|assistant|>sorted([3, 1, 2])\n")
+# EXAMPLES[0] in the original WildReward template: the fixture written out by hand from paper.md §2.2.
+RELEASE_TEXT = WITH_HISTORY
 
 
 def minilm_tokenizer():
