@@ -240,11 +240,10 @@ def score_point(eval_cfg) -> dict:
 
 
 def numeric(value: Any) -> float | None:
-    """A summary cell as a float; a cell that carries its interval gives its point estimate; None otherwise."""
+    """A summary cell as a float: a plain number, or the ``value`` of a ``summary_table`` cell
+    ({value, lo, hi, note}); None otherwise."""
     if isinstance(value, dict):
-        value = next((value[k] for k in ("value", "mean", "accuracy", "estimate") if k in value), None)
-    elif isinstance(value, (list, tuple)) and value:
-        value = value[0]
+        value = value.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     return float(value) if math.isfinite(value) else None
